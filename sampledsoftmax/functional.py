@@ -1,0 +1,552 @@
+"""Functional core: chunked exact losses over V classes and the shared corrected-sampled-logits helper.
+
+Everything here depends on torch alone. The module classes in `losses.py` are thin wrappers around these functions.
+
+Exact losses (`chunked_softmax_cross_entropy`, `chunked_one_vs_all`) never build the (N, V) logits. They walk over
+blocks of rows (and, when V itself is too wide for the memory budget, blocks of columns), upcast each block of logits
+to fp32, and accumulate the gradients of the hidden states, the weight and the bias block by block:
+
+* When the caller asks for a reduced loss (mean/sum) and gradients are needed, the gradients are computed during
+  the forward pass and only scaled in backward (as Liger's fused linear cross entropy does). That costs three
+  N×V×d products in total, the minimum: logits, dH = G @ W and dW = Gᵀ @ H.
+* For reduction="none" the per-row upstream gradient is unknown in forward, so backward recomputes the logits
+  block by block (four products).
+
+Sampled losses all go through `sampled_logits`, which computes the true and sampled logits, subtracts the log
+expected counts (log-Q correction) and removes accidental hits. Each loss is then a few lines on top of it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "chunked_softmax_cross_entropy",
+    "chunked_one_vs_all",
+    "chunked_topk",
+    "gather_rows",
+    "sampled_logits",
+    "SampledLogits",
+    "mask_value",
+    "DEFAULT_MEMORY_BUDGET_MB",
+]
+
+DEFAULT_MEMORY_BUDGET_MB = 512
+
+
+def mask_value(dtype: torch.dtype) -> float:
+    """A large negative logit that removes a column: exp() underflows to exactly 0, yet it is finite in `dtype`.
+
+    Half of the dtype's most negative value, so that adding a bias or subtracting a log-count cannot overflow to
+    -inf (TF uses -FLT_MAX, which overflows in fp16/bf16 and gives NaN under label smoothing: 0 * -inf).
+    """
+    return torch.finfo(dtype).min / 2
+
+
+def _blocks(n_rows: int, n_cols: int, budget_bytes: int) -> tuple[int, int]:
+    """Rows and columns per block so that one fp32 (rows, cols) block fits the budget.
+
+    Prefer whole rows of V (one pass, no online log-sum-exp, three products in all). The Gᵀ @ H update reads and
+    writes the whole [V, d] gradient once per row block, so a block needs enough rows (>= 32: about 8 flop per
+    byte) to stay compute-bound; when V is too wide for that, use column blocks of 32 rows and a second sweep.
+    """
+    elems = max(1, budget_bytes // 4)
+    rows = min(n_rows, elems // n_cols)
+    if rows >= min(n_rows, 32):
+        return rows, n_cols
+    rows = min(n_rows, 32)
+    return rows, max(1, min(n_cols, elems // rows))
+
+
+def _matmul_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    return torch.promote_types(hidden.dtype, weight.dtype)
+
+
+def _acc_dtype(cdt: torch.dtype) -> torch.dtype:
+    """Logits, losses and gradient accumulators: fp32, or fp64 when the inputs are fp64."""
+    return torch.promote_types(cdt, torch.float32)
+
+
+def _block_logits(h: Tensor, w: Tensor, b: Optional[Tensor], cdt: torch.dtype) -> Tensor:
+    """fp32 logits of a block: (r, d) x (c, d) -> (r, c)."""
+    z = (h.to(cdt) @ w.to(cdt).t()).to(_acc_dtype(cdt))  # (r, c)
+    if b is not None:
+        z += b.to(z.dtype)
+    return z
+
+
+def _add_mm(out: Tensor, a: Tensor, b: Tensor, cdt: torch.dtype) -> None:
+    """out += a @ b, in place, with the product in the matmul dtype and the accumulation in (at least) fp32."""
+    if cdt == out.dtype:
+        out.addmm_(a.to(cdt), b.to(cdt))
+    else:
+        out += (a.to(cdt) @ b.to(cdt)).to(out.dtype)
+
+
+def _rows_budget(budget_mb: Optional[float]) -> int:
+    return int((DEFAULT_MEMORY_BUDGET_MB if budget_mb is None else budget_mb) * 2**20)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact softmax cross entropy, chunked
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _softmax_ce_pass(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    label_smoothing: float,
+    budget_bytes: int,
+    row_scale: Optional[Tensor],
+    need: tuple[bool, bool, bool],
+    lse_known: Optional[Tensor] = None,
+):
+    """One sweep over the classes.
+
+    Returns (loss_rows (N,) fp32, lse (N,) fp32, grads) where grads = (dH, dW, dB) of sum_i row_scale_i * loss_i
+    when row_scale is given (None entries where not needed), else None.
+    If `lse_known` is given (backward of reduction="none"), the loss is not recomputed.
+    """
+    n, _ = hidden.shape
+    v = weight.shape[0]
+    eps = float(label_smoothing)
+    cdt = _matmul_dtype(hidden, weight)
+    want_grad = row_scale is not None and any(need)
+    rows, cols = _blocks(n, v, budget_bytes)
+    acc = _acc_dtype(cdt)
+    loss = torch.zeros(n, dtype=acc, device=hidden.device)
+    lse_all = torch.empty(n, dtype=acc, device=hidden.device)
+    dh = torch.zeros(n, hidden.shape[1], dtype=acc, device=hidden.device) if want_grad and need[0] else None
+    dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
+    db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
+
+    for r0 in range(0, n, rows):
+        h = hidden[r0 : r0 + rows]  # (r, d)
+        t = target[r0 : r0 + rows]  # (r,)
+        ar = torch.arange(h.shape[0], device=h.device)
+        scale = None if row_scale is None else row_scale[r0 : r0 + rows].to(acc)[:, None]  # (r, 1)
+        if cols == v:
+            z = _block_logits(h, weight, bias, cdt)  # (r, V)
+            if lse_known is None:
+                z_t = z[ar, t]  # (r,)
+                z_sum = z.sum(1) if eps else None
+                m = z.amax(1, keepdim=True)  # (r, 1)
+                z.sub_(m).exp_()  # unnormalised probabilities, in place
+                s = z.sum(1, keepdim=True)
+                lse = (m + s.log()).squeeze(1)
+                loss[r0 : r0 + rows] = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
+                lse_all[r0 : r0 + rows] = lse
+                if not want_grad:
+                    continue
+                z.div_(s)  # softmax probabilities
+            else:
+                if not want_grad:
+                    continue
+                z.sub_(lse_known[r0 : r0 + rows, None]).exp_()
+            # z is now p (r, V); turn it into dloss/dz scaled per row
+            z[ar, t] -= 1 - eps
+            if eps:
+                z -= eps / v
+            z *= scale
+            if dh is not None:
+                dh[r0 : r0 + rows] = (z.to(cdt) @ weight.to(cdt)).to(acc)  # (r, d)
+            if dw is not None:
+                _add_mm(dw, z.t(), h, cdt)
+            if db is not None:
+                db += z.sum(0)
+            continue
+
+        # V too wide for one block: online log-sum-exp over column blocks, then a second sweep for gradients.
+        if lse_known is None:
+            m = torch.full((h.shape[0],), -math.inf, dtype=acc, device=h.device)
+            s = torch.zeros(h.shape[0], dtype=acc, device=h.device)
+            z_t = torch.zeros(h.shape[0], dtype=acc, device=h.device)
+            z_sum = torch.zeros(h.shape[0], dtype=acc, device=h.device)
+            for c0 in range(0, v, cols):
+                z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
+                m_new = torch.maximum(m, z.amax(1))
+                s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
+                m = m_new
+                inside = (t >= c0) & (t < c0 + z.shape[1])
+                z_t += torch.where(inside, z[ar, (t - c0).clamp(0, z.shape[1] - 1)], 0.0)
+                if eps:
+                    z_sum += z.sum(1)
+            lse = m + s.log()
+            loss[r0 : r0 + rows] = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
+            lse_all[r0 : r0 + rows] = lse
+        else:
+            lse = lse_known[r0 : r0 + rows]
+        if not want_grad:
+            continue
+        for c0 in range(0, v, cols):
+            wc = weight[c0 : c0 + cols]
+            z = _block_logits(h, wc, None if bias is None else bias[c0 : c0 + cols], cdt)
+            z.sub_(lse[:, None]).exp_()  # p (r, c)
+            inside = (t >= c0) & (t < c0 + z.shape[1])
+            z[ar[inside], t[inside] - c0] -= 1 - eps
+            if eps:
+                z -= eps / v
+            z *= scale
+            if dh is not None:
+                _add_mm(dh[r0 : r0 + rows], z, wc, cdt)
+            if dw is not None:
+                _add_mm(dw[c0 : c0 + cols], z.t(), h, cdt)
+            if db is not None:
+                db[c0 : c0 + cols] += z.sum(0)
+    grads = (dh, dw, db) if want_grad else None
+    return loss, lse_all, grads
+
+
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, row_weight, label_smoothing, budget_bytes, need):
+        # row_weight given: return sum_i w_i * loss_i and compute the gradients now (3 products in total).
+        # row_weight None: return per-row losses; backward recomputes with the upstream per-row gradient.
+        ctx.label_smoothing, ctx.budget_bytes, ctx.need = label_smoothing, budget_bytes, need
+        ctx.has_bias = bias is not None
+        loss, lse, grads = _softmax_ce_pass(
+            hidden, weight, bias, target, label_smoothing, budget_bytes, row_weight, need
+        )
+        if row_weight is not None:
+            ctx.reduced = True
+            ctx.grads = grads
+            return (loss * row_weight.to(loss.dtype)).sum()
+        ctx.reduced = False
+        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), target, lse)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.reduced:
+            grads = ctx.grads  # kept (not freed) so that a retained graph can be differentiated again
+            if grads is None:
+                return (None,) * 8
+            dh, dw, db = (None if g is None else g * grad_out for g in grads)
+        else:
+            hidden, weight, bias, target, lse = ctx.saved_tensors
+            bias = bias if ctx.has_bias else None
+            _, _, (dh, dw, db) = _softmax_ce_pass(
+                hidden, weight, bias, target, ctx.label_smoothing, ctx.budget_bytes, grad_out, ctx.need, lse
+            )
+        return dh, dw, db, None, None, None, None, None
+
+
+def chunked_softmax_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    *,
+    row_weight: Optional[Tensor] = None,
+    label_smoothing: float = 0.0,
+    memory_budget_mb: Optional[float] = None,
+) -> Tensor:
+    """Exact softmax cross entropy of `hidden @ weight.T + bias` without building the (N, V) logits.
+
+    loss_i = logsumexp_j(z_ij) - (1 - ε) z_{i,t_i} - (ε / V) Σ_j z_ij,   z = hidden @ weightᵀ + bias
+
+    which is `F.cross_entropy(z, t, label_smoothing=ε, reduction="none")`. Peak extra memory is one fp32 block of
+    logits (at most `memory_budget_mb`) plus the fp32 gradient buffers.
+
+    Args:
+        hidden: (N, d) float.  weight: (V, d).  bias: (V,) or None.
+        target: (N,) int64 class ids in [0, V) (ignored rows must already be replaced by a valid id and given
+            row_weight 0).
+        row_weight: (N,) float. If given, the result is the scalar Σ_i row_weight_i · loss_i (mean, sum and
+            ignore_index are all expressed this way) and gradients are computed in the forward pass. If None, the
+            result is the per-row loss (N,).
+        memory_budget_mb: bytes for one fp32 block of logits; default `DEFAULT_MEMORY_BUDGET_MB`.
+
+    Shape:
+        hidden (N, d), target (N,) -> () with row_weight, else (N,)
+
+    Example:
+        >>> h, w, t = torch.randn(4, 8), torch.randn(100, 8), torch.tensor([1, 5, 7, 99])
+        >>> ref = torch.nn.functional.cross_entropy(h @ w.T, t, reduction="none")
+        >>> torch.allclose(chunked_softmax_cross_entropy(h, w, None, t), ref, atol=1e-5)
+        True
+    """
+    need = (
+        torch.is_grad_enabled() and hidden.requires_grad,
+        torch.is_grad_enabled() and weight.requires_grad,
+        torch.is_grad_enabled() and bias is not None and bias.requires_grad,
+    )
+    out = _ChunkedSoftmaxCE.apply(
+        hidden, weight, bias, target, row_weight, float(label_smoothing), _rows_budget(memory_budget_mb), need
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Exact one-vs-all (independent sigmoid per class), chunked
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compute_loss=True):
+    """loss_i = Σ_j softplus(z_ij) - Σ_{t ∈ labels_i} z_it; dloss/dz = σ(z) - y. One sweep, column blocks."""
+    n = hidden.shape[0]
+    v = weight.shape[0]
+    cdt = _matmul_dtype(hidden, weight)
+    want_grad = row_scale is not None and any(need)
+    rows, cols = _blocks(n, v, budget_bytes)
+    acc = _acc_dtype(cdt)
+    loss = torch.zeros(n, dtype=acc, device=hidden.device)
+    dh = torch.zeros(n, hidden.shape[1], dtype=acc, device=hidden.device) if want_grad and need[0] else None
+    dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
+    db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
+    for r0 in range(0, n, rows):
+        h = hidden[r0 : r0 + rows]  # (r, d)
+        t = target[r0 : r0 + rows]  # (r, T), padding < 0
+        rr = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(t)  # (r, T)
+        scale = None if row_scale is None else row_scale[r0 : r0 + rows].to(acc)[:, None]
+        for c0 in range(0, v, cols):
+            wc = weight[c0 : c0 + cols]
+            z = _block_logits(h, wc, None if bias is None else bias[c0 : c0 + cols], cdt)  # (r, c)
+            inside = (t >= c0) & (t < c0 + z.shape[1])  # (r, T)
+            ri, ci = rr[inside], t[inside] - c0
+            if compute_loss:
+                loss[r0 : r0 + rows] += F.softplus(z).sum(1) - torch.zeros_like(loss[: h.shape[0]]).index_add_(
+                    0, ri, z[ri, ci]
+                )
+            if not want_grad:
+                continue
+            z.sigmoid_()
+            z[ri, ci] -= 1.0
+            z *= scale
+            if dh is not None:
+                _add_mm(dh[r0 : r0 + rows], z, wc, cdt)
+            if dw is not None:
+                _add_mm(dw[c0 : c0 + cols], z.t(), h, cdt)
+            if db is not None:
+                db[c0 : c0 + cols] += z.sum(0)
+    return loss, ((dh, dw, db) if want_grad else None)
+
+
+class _ChunkedOneVsAll(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, target, row_weight, budget_bytes, need):
+        ctx.budget_bytes, ctx.need, ctx.has_bias = budget_bytes, need, bias is not None
+        loss, grads = _ova_pass(hidden, weight, bias, target, budget_bytes, row_weight, need)
+        if row_weight is not None:
+            ctx.reduced, ctx.grads = True, grads
+            return (loss * row_weight.to(loss.dtype)).sum()
+        ctx.reduced = False
+        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), target)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        if ctx.reduced:
+            grads = ctx.grads
+            if grads is None:
+                return (None,) * 7
+            dh, dw, db = (None if g is None else g * grad_out for g in grads)
+        else:
+            hidden, weight, bias, target = ctx.saved_tensors
+            bias = bias if ctx.has_bias else None
+            _, (dh, dw, db) = _ova_pass(
+                hidden, weight, bias, target, ctx.budget_bytes, grad_out, ctx.need, compute_loss=False
+            )
+        return dh, dw, db, None, None, None, None
+
+
+def chunked_one_vs_all(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    *,
+    row_weight: Optional[Tensor] = None,
+    memory_budget_mb: Optional[float] = None,
+) -> Tensor:
+    """Exact multi-label logistic loss over all V classes, chunked over V.
+
+    loss_i = Σ_j [ softplus(z_ij) - y_ij z_ij ],  y_ij = 1 if j is one of row i's labels,  z = hidden @ weightᵀ + bias
+
+    i.e. `F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(1)`: V independent logistic regressions.
+
+    Shape:
+        hidden (N, d), target (N, T) int64 with padding entries < 0 (labels in a row distinct) -> () with
+        row_weight, else (N,)
+    """
+    need = (
+        torch.is_grad_enabled() and hidden.requires_grad,
+        torch.is_grad_enabled() and weight.requires_grad,
+        torch.is_grad_enabled() and bias is not None and bias.requires_grad,
+    )
+    return _ChunkedOneVsAll.apply(hidden, weight, bias, target, row_weight, _rows_budget(memory_budget_mb), need)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inference helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def chunked_topk(
+    hidden: Tensor, weight: Tensor, bias: Optional[Tensor], k: int, *, memory_budget_mb: Optional[float] = None
+) -> tuple[Tensor, Tensor]:
+    """Top-k classes of softmax(hidden @ weightᵀ + bias) and their probabilities, without the (N, V) logits.
+
+    Shape:
+        hidden (N, d) -> ids (N, k) int64, probs (N, k) fp32
+    """
+    n, v = hidden.shape[0], weight.shape[0]
+    cdt = _matmul_dtype(hidden, weight)
+    rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
+    ids_out = torch.empty(n, k, dtype=torch.long, device=hidden.device)
+    probs_out = torch.empty(n, k, dtype=torch.float32, device=hidden.device)
+    for r0 in range(0, n, rows):
+        h = hidden[r0 : r0 + rows]
+        best_v = torch.full((h.shape[0], 0), -math.inf, device=h.device)
+        best_i = torch.zeros((h.shape[0], 0), dtype=torch.long, device=h.device)
+        m = torch.full((h.shape[0],), -math.inf, device=h.device)
+        s = torch.zeros(h.shape[0], device=h.device)
+        for c0 in range(0, v, cols):
+            z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
+            m_new = torch.maximum(m, z.amax(1))
+            s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
+            m = m_new
+            top_v, top_i = z.topk(min(k, z.shape[1]), dim=1)
+            cand_v = torch.cat([best_v, top_v], 1)
+            cand_i = torch.cat([best_i, top_i + c0], 1)
+            best_v, pos = cand_v.topk(min(k, cand_v.shape[1]), dim=1)
+            best_i = cand_i.gather(1, pos)
+        lse = m + s.log()
+        ids_out[r0 : r0 + rows] = best_i
+        probs_out[r0 : r0 + rows] = (best_v - lse[:, None]).exp()
+    return ids_out, probs_out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Row gathering with sparse gradients
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _GatherRows(torch.autograd.Function):
+    """weight[ids], bias[ids] whose gradients are sparse COO tensors touching only the gathered rows."""
+
+    @staticmethod
+    def forward(ctx, ids, weight, bias):
+        ctx.save_for_backward(ids)
+        ctx.v = weight.shape[0]
+        ctx.has_bias = bias is not None
+        w = weight.index_select(0, ids)
+        b = bias.index_select(0, ids) if bias is not None else None
+        return w, b
+
+    @staticmethod
+    def backward(ctx, grad_w, grad_b):
+        (ids,) = ctx.saved_tensors
+        idx = ids.unsqueeze(0)
+        dw = db = None
+        if ctx.needs_input_grad[1] and grad_w is not None:
+            dw = torch.sparse_coo_tensor(idx, grad_w, (ctx.v, grad_w.shape[1]), check_invariants=False)
+        if ctx.has_bias and ctx.needs_input_grad[2] and grad_b is not None:
+            db = torch.sparse_coo_tensor(idx, grad_b, (ctx.v,), check_invariants=False)
+        return None, dw, db
+
+
+def gather_rows(ids: Tensor, weight: Tensor, bias: Optional[Tensor], *, sparse: bool) -> tuple[Tensor, Optional[Tensor]]:
+    """Rows `weight[ids]` (and `bias[ids]`). With sparse=True their gradients are sparse COO (only those rows).
+
+    Shape:
+        ids (M,) -> (M, d), (M,) or None
+    """
+    if sparse:
+        return _GatherRows.apply(ids, weight, bias)
+    return weight.index_select(0, ids), (bias.index_select(0, ids) if bias is not None else None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shared corrected-sampled-logits helper
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class SampledLogits(NamedTuple):
+    """Output of `sampled_logits`.
+
+    logits:  (N, T + S) fp32 (fp64 for fp64 inputs). Columns 0..T-1 are the true classes, T.. the sampled ones. Corrected by -log expected
+             count when subtract_log_q; removed columns hold `mask_value(fp32)`.
+    labels:  (N, T + S) fp32 soft labels: 1 / (number of valid labels of the row) on valid true columns, else 0.
+    removed: (N, T + S) bool: padded true labels, invalid candidates (id < 0) and accidental hits.
+    counts:  (S,) or (N, S) multiplicities of the sampled ids (unique="multiplicity" samples), else None.
+    """
+
+    logits: Tensor
+    labels: Tensor
+    removed: Tensor
+    counts: Optional[Tensor]
+
+
+def sampled_logits(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    sample,
+    *,
+    subtract_log_q: bool = True,
+    remove_accidental_hits: bool = True,
+    sparse: bool = False,
+) -> SampledLogits:
+    """Corrected logits of the true and the sampled classes (TensorFlow's `_compute_sampled_logits` semantics).
+
+    For row i with true classes t_i1..t_iT and sampled classes s_1..s_S (shared, or s_i1..s_iS per row):
+
+        true_ij    = h_i · w_{t_ij} + b_{t_ij} − log E[count(t_ij)]
+        sampled_ij = h_i · w_{s_j}  + b_{s_j}  − log E[count(s_j)]      (− log E[...] only if subtract_log_q)
+
+    and sampled_ij is removed (set to `mask_value`) when s_j equals any true class of row i
+    (remove_accidental_hits) or when s_j < 0 (no candidate). True columns whose label is padding (< 0) are removed.
+
+    Args:
+        hidden: (N, d).  weight: (V, d).  bias: (V,) or None.
+        target: (N, T) int64, padding entries < 0.
+        sample: a `CandidateSample` (ids (S,) or (N, S); log_q_true (N, T); log_q_sampled like ids; counts or None).
+        sparse: gradients of weight and bias as sparse COO tensors over the rows used.
+    """
+    n, n_true = target.shape
+    ids = sample.ids
+    per_example = ids.dim() == 2
+    valid_true = target >= 0  # (N, T)
+    valid_ids = ids >= 0  # (S,) or (N, S)
+    all_ids = torch.cat([target.clamp_min(0).reshape(-1), ids.clamp_min(0).reshape(-1)])  # (N*T + |ids|,)
+    w_all, b_all = gather_rows(all_ids, weight, bias, sparse=sparse)
+    cdt = _matmul_dtype(hidden, weight)
+    h = hidden.to(cdt)
+    n_t = n * n_true
+    w_true = w_all[:n_t].to(cdt).view(n, n_true, -1)  # (N, T, d)
+    w_samp = w_all[n_t:].to(cdt)  # (S, d) or (N*S, d)
+    acc = _acc_dtype(cdt)
+    true = torch.bmm(w_true, h.unsqueeze(2)).squeeze(2).to(acc)  # (N, T)
+    if per_example:
+        w_samp = w_samp.view(n, ids.shape[1], -1)  # (N, S, d)
+        samp = torch.bmm(w_samp, h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
+    else:
+        samp = (h @ w_samp.t()).to(acc)  # (N, S)
+    if b_all is not None:
+        true = true + b_all[:n_t].to(acc).view(n, n_true)
+        samp = samp + b_all[n_t:].to(acc).view(ids.shape)
+    if subtract_log_q:
+        true = true - sample.log_q_true.to(acc)
+        samp = samp - sample.log_q_sampled.to(acc)
+
+    removed_samp = ~valid_ids.expand(n, -1) if not per_example else ~valid_ids  # (N, S)
+    if remove_accidental_hits:
+        ids_e = ids.unsqueeze(-1) if per_example else ids.view(1, -1, 1)  # (N|1, S, 1)
+        hits = ((ids_e == target.unsqueeze(1)) & valid_true.unsqueeze(1)).any(-1)  # (N, S)
+        removed_samp = removed_samp | hits
+    removed = torch.cat([~valid_true, removed_samp], 1)  # (N, T + S)
+    logits = torch.cat([true, samp], 1).masked_fill(removed, mask_value(acc))  # (N, T + S)
+    n_valid = valid_true.sum(1, keepdim=True).clamp_min(1)
+    labels = torch.cat([valid_true.to(acc) / n_valid, torch.zeros_like(samp)], 1)  # (N, T + S)
+    counts = getattr(sample, "counts", None)
+    return SampledLogits(logits, labels, removed, counts)

@@ -1,0 +1,534 @@
+"""Loss modules over V classes: one interface for the exact softmax and the candidate-sampling losses.
+
+Every loss owns its output layer (`weight` [V, d], optional `bias` [V]) or borrows one passed as `weight=` (tied
+embeddings). The model returns hidden states; the loss holds the output layer:
+
+    loss_fn = SampledSoftmaxLoss(V, d, sampler=LogUniformSampler(V), num_sampled=1024)
+    loss = loss_fn(hidden, target)          # hidden (..., d), target (...) or (..., T) -> scalar (reduction="mean")
+    nll = loss_fn.exact_nll(hidden, target) # exact full-softmax NLL per example, chunked; same for every loss
+
+`reduction` and `ignore_index` behave as in `F.cross_entropy` ("mean" averages over non-ignored examples), except
+that a batch whose examples are all ignored gives 0 with zero gradients instead of NaN. `forward` never changes its
+objective in `.eval()`: exact evaluation is the explicit `exact_nll`. Stateful samplers (learned unigram, in-batch
+streaming frequencies) only update their statistics in training mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import InputError, did_you_mean
+from .functional import (
+    SampledLogits,
+    chunked_one_vs_all,
+    chunked_softmax_cross_entropy,
+    chunked_topk,
+    sampled_logits,
+)
+from .samplers import CandidateSample, CandidateSampler, InBatchSampler, LogUniformSampler, build_sampler
+
+__all__ = [
+    "OutputLayerLoss",
+    "FullSoftmaxLoss",
+    "OneVsAllLoss",
+    "SampledLossBase",
+    "SampledSoftmaxLoss",
+    "NCELoss",
+    "NegativeSamplingLoss",
+    "InBatchSoftmaxLoss",
+    "LOSSES",
+    "build_loss",
+]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class OutputLayerLoss(nn.Module):
+    """Base class: an output layer over `num_classes` classes plus a loss on its logits.
+
+    Subclasses implement `_loss(h, t, row_weight, sample)`: h (N, d), t (N, T) int64 with padding -1, and either
+    row_weight (N,) -> scalar Σ row_weight_i · loss_i, or row_weight None -> per-row losses (N,).
+
+    Args:
+        num_classes: V.  dim: d.
+        weight: an existing [V, d] tensor/Parameter to borrow (tied embeddings); None creates one.
+        bias: True creates a zero-initialised [V] bias, False/None has none, a tensor is borrowed.
+        reduction: "mean" | "sum" | "none".  ignore_index: target value to skip (may be any int, e.g. a pad id).
+        memory_budget_mb: fp32 block size for the chunked exact computations (exact_nll, predict_topk, full).
+        validate: check target ranges (one host sync per call); turn off in a tuned GPU loop.
+    """
+
+    is_sampled = False
+    multi_label = False  # accepts (..., T) targets
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        *,
+        weight: Optional[Tensor] = None,
+        bias: Union[bool, Tensor, None] = True,
+        reduction: str = "mean",
+        ignore_index: int = -100,
+        memory_budget_mb: Optional[float] = None,
+        validate: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(num_classes, int) or num_classes < 1:
+            raise InputError(f"num_classes must be a positive int, got {num_classes!r}")
+        if not isinstance(dim, int) or dim < 1:
+            raise InputError(f"dim must be a positive int, got {dim!r}")
+        if reduction not in _REDUCTIONS:
+            raise InputError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}{did_you_mean(str(reduction), _REDUCTIONS)}")
+        self.num_classes, self.dim = num_classes, dim
+        self.reduction, self.ignore_index = reduction, int(ignore_index)
+        self.memory_budget_mb, self.validate = memory_budget_mb, validate
+        if weight is None:
+            weight = nn.Parameter(torch.empty(num_classes, dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim)))
+        elif tuple(weight.shape) != (num_classes, dim):
+            raise InputError(f"weight has shape {tuple(weight.shape)}, expected (num_classes, dim) = ({num_classes}, {dim})")
+        self._set_tensor("weight", weight)
+        if bias is True:
+            bias = nn.Parameter(torch.zeros(num_classes))
+        elif bias is False:
+            bias = None
+        elif bias is not None and tuple(bias.shape) != (num_classes,):
+            raise InputError(f"bias has shape {tuple(bias.shape)}, expected (num_classes,) = ({num_classes},)")
+        self._set_tensor("bias", bias)
+
+    def _set_tensor(self, name: str, value: Optional[Tensor]) -> None:
+        if value is None or isinstance(value, nn.Parameter):
+            self.register_parameter(name, value)
+        else:  # a plain tensor (e.g. a frozen table) is kept as a buffer
+            self.register_buffer(name, value)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_classes={self.num_classes}, dim={self.dim}, bias={self.bias is not None}, "
+            f"reduction={self.reduction!r}, ignore_index={self.ignore_index}"
+        )
+
+    # -- input handling -------------------------------------------------------------------------------------------
+
+    def _flatten(self, hidden: Tensor, target: Tensor, allow_multi: bool) -> tuple[Tensor, Tensor, tuple]:
+        """-> h (N, d), t (N, T) int64 with ignored entries replaced by -1, batch shape of the examples."""
+        if not torch.is_tensor(hidden) or not hidden.is_floating_point():
+            raise InputError(f"hidden must be a floating-point tensor of shape (..., {self.dim})")
+        if hidden.shape[-1] != self.dim:
+            raise InputError(
+                f"hidden has last dimension {hidden.shape[-1]} but the loss was built with dim={self.dim}"
+            )
+        if not torch.is_tensor(target) or target.is_floating_point() or target.dtype == torch.bool:
+            raise InputError(f"target must be an integer tensor of class ids, got {getattr(target, 'dtype', type(target))}")
+        batch = tuple(hidden.shape[:-1])
+        if tuple(target.shape) == batch:
+            t = target.reshape(-1, 1)
+        elif allow_multi and target.dim() == len(batch) + 1 and tuple(target.shape[:-1]) == batch:
+            t = target.reshape(-1, target.shape[-1])
+        else:
+            want = f"{batch}" + (f" or {batch + ('T',)}" if allow_multi else "")
+            raise InputError(f"target has shape {tuple(target.shape)}, expected {want} to match hidden {tuple(hidden.shape)}")
+        t = t.long()
+        ignored = t == self.ignore_index
+        if self.validate and t.numel():
+            bad = ~ignored & ((t < 0) | (t >= self.num_classes))
+            if bool(bad.any()):
+                val = int(t[bad][0])
+                raise InputError(
+                    f"target contains class id {val}; class ids must be in [0, {self.num_classes - 1}] "
+                    f"(num_classes={self.num_classes}) or equal ignore_index={self.ignore_index}"
+                )
+        t = t.masked_fill(ignored, -1)
+        return hidden.reshape(-1, self.dim), t, batch
+
+    def _row_weight(self, t: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+        valid = (t >= 0).any(1)  # (N,)
+        if self.reduction == "none":
+            return valid, None
+        w = valid.float()
+        if self.reduction == "mean":
+            w = w / w.sum().clamp_min(1.0)
+        return valid, w
+
+    # -- the interface ----------------------------------------------------------------------------------------------
+
+    def forward(self, hidden: Tensor, target: Tensor, sample: Optional[CandidateSample] = None) -> Tensor:
+        """Loss of `hidden` against `target`.
+
+        Shape:
+            hidden (..., d); target (...) int64, or (..., T) for losses with several true labels;
+            output () for "mean"/"sum", (...) for "none".
+        """
+        h, t, batch = self._flatten(hidden, target, self.multi_label)
+        valid, w = self._row_weight(t)
+        if w is not None:
+            return self._loss(h, t, w, sample)
+        per_row = self._loss(h, t, None, sample)  # (N,)
+        return (per_row * valid).reshape(batch)
+
+    def _loss(self, h: Tensor, t: Tensor, row_weight: Optional[Tensor], sample) -> Tensor:
+        raise NotImplementedError
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Full logits `hidden @ weight.T + bias` (differentiable). Shape: (..., d) -> (..., V). Small batches only."""
+        z = hidden @ self.weight.t()
+        return z + self.bias if self.bias is not None else z
+
+    @torch.no_grad()
+    def exact_nll(self, hidden: Tensor, target: Tensor) -> Tensor:
+        """Exact full-softmax negative log-likelihood per example, chunked over V (no (N, V) tensor).
+
+        The same computation for every loss class, so evaluation numbers are comparable across losses. Ignored
+        entries give 0. A (..., T) target gives the NLL of each label.
+
+        Shape:
+            hidden (..., d), target (...) or (..., T) -> float32 of target's shape
+        """
+        h, t, batch = self._flatten(hidden, target, allow_multi=True)
+        out_shape = target.shape
+        n, n_true = t.shape
+        hh = h.unsqueeze(1).expand(n, n_true, self.dim).reshape(-1, self.dim) if n_true > 1 else h
+        tt = t.reshape(-1)
+        nll = chunked_softmax_cross_entropy(
+            hh, self.weight, self.bias, tt.clamp_min(0), memory_budget_mb=self.memory_budget_mb
+        )
+        return (nll * (tt >= 0)).reshape(out_shape)
+
+    @torch.no_grad()
+    def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """The k most probable classes under the full softmax and their probabilities, chunked over V.
+
+        Shape:
+            hidden (..., d) -> ids (..., k) int64, probs (..., k) float32
+        """
+        if not 1 <= k <= self.num_classes:
+            raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
+        if hidden.shape[-1] != self.dim:
+            raise InputError(f"hidden has last dimension {hidden.shape[-1]} but the loss was built with dim={self.dim}")
+        batch = hidden.shape[:-1]
+        ids, probs = chunked_topk(hidden.reshape(-1, self.dim), self.weight, self.bias, k, memory_budget_mb=self.memory_budget_mb)
+        return ids.reshape(*batch, k), probs.reshape(*batch, k)
+
+
+class FullSoftmaxLoss(OutputLayerLoss):
+    """Exact softmax cross entropy over all V classes, chunked so that the (N, V) logits never exist.
+
+    loss_i = −(1 − ε) log p(t_i | h_i) − (ε / V) Σ_j log p(j | h_i),   p = softmax(h W ᵀ + b)
+
+    Equals `F.cross_entropy(hidden @ W.T + b, target, label_smoothing=ε)`; forward and backward stream over blocks
+    of the classes with at most `memory_budget_mb` of fp32 logits alive (three N×V×d products for mean/sum).
+
+    Shape:
+        hidden (..., d), target (...) -> () or (...) with reduction="none"
+
+    Example:
+        >>> loss_fn = FullSoftmaxLoss(1000, 16)
+        >>> loss_fn(torch.randn(8, 16), torch.randint(1000, (8,))).shape
+        torch.Size([])
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, label_smoothing: float = 0.0, **kwargs):
+        super().__init__(num_classes, dim, **kwargs)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.label_smoothing = float(label_smoothing)
+
+    def _loss(self, h, t, row_weight, sample):
+        return chunked_softmax_cross_entropy(
+            h, self.weight, self.bias, t[:, 0].clamp_min(0), row_weight=row_weight,
+            label_smoothing=self.label_smoothing, memory_budget_mb=self.memory_budget_mb,
+        )
+
+
+class OneVsAllLoss(OutputLayerLoss):
+    """Exact multi-label logistic loss: an independent sigmoid per class over all V classes, chunked over V.
+
+    loss_i = Σ_{j=1..V} [ log(1 + exp(z_ij)) − y_ij z_ij ],   y_ij = 1 if j ∈ labels(i),   z = h Wᵀ + b
+
+    = `F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(-1)`: the "many labels → V logistic
+    regressions" model. Targets (..., T) list each example's labels, padded with ignore_index; labels in a row must
+    be distinct. A row whose labels are all ignore_index is ignored.
+
+    Shape:
+        hidden (..., d), target (...) or (..., T) -> () or (...) with reduction="none"
+    """
+
+    multi_label = True
+
+    def _loss(self, h, t, row_weight, sample):
+        if self.validate and t.shape[1] > 1:
+            srt = t.sort(1).values
+            if bool(((srt[:, 1:] == srt[:, :-1]) & (srt[:, 1:] >= 0)).any()):
+                raise InputError("target has a repeated label within one example; OneVsAllLoss needs distinct labels per row")
+        return chunked_one_vs_all(h, self.weight, self.bias, t, row_weight=row_weight, memory_budget_mb=self.memory_budget_mb)
+
+
+def _as_sampler(sampler, num_classes: int, counts=None) -> CandidateSampler:
+    if sampler is None:
+        return LogUniformSampler(num_classes)
+    if isinstance(sampler, str):
+        return build_sampler(sampler, num_classes, counts=counts)
+    if not isinstance(sampler, CandidateSampler):
+        raise InputError(f"sampler must be a CandidateSampler or a sampler name, got {type(sampler).__name__}")
+    if sampler.num_classes != num_classes:
+        raise InputError(f"sampler covers num_classes={sampler.num_classes} but the loss has num_classes={num_classes}")
+    return sampler
+
+
+class SampledLossBase(OutputLayerLoss):
+    """Shared plumbing of the candidate-sampling losses: the sampler, the generator and the corrected logits.
+
+    Args (besides OutputLayerLoss's):
+        sampler: a CandidateSampler or a registry name ("log_uniform", "uniform", "unigram", ...); default
+            log-uniform (ids must be sorted by decreasing frequency), as in TensorFlow.
+        num_sampled: S, the number of candidates drawn per step.
+        sparse: gradients of the output table as sparse COO tensors touching only the rows used this step, so a
+            sparse-aware optimizer (SGD, Adagrad, SparseAdam) updates O(S·d) instead of O(V·d).
+        generator: the torch.Generator all sampling draws from (None: torch's default generator).
+    """
+
+    is_sampled = True
+    multi_label = True
+    subtract_log_q = True
+    remove_accidental_hits = True
+
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        *,
+        sampler: Union[CandidateSampler, str, None] = None,
+        num_sampled: Optional[int] = 1024,
+        sparse: bool = False,
+        generator: Optional[torch.Generator] = None,
+        counts=None,
+        **kwargs,
+    ):
+        super().__init__(num_classes, dim, **kwargs)
+        self.sampler = _as_sampler(sampler, num_classes, counts)
+        if num_sampled is not None and (not isinstance(num_sampled, int) or num_sampled < 1):
+            raise InputError(f"num_sampled must be a positive int, got {num_sampled!r}")
+        if num_sampled is not None and getattr(self.sampler, "unique", False) and num_sampled > num_classes:
+            raise InputError(
+                f"num_sampled={num_sampled} exceeds num_classes={num_classes}; sampling without replacement "
+                f"(unique) needs num_sampled in [1, {num_classes}]"
+            )
+        self.num_sampled, self.sparse, self.generator = num_sampled, bool(sparse), generator
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_sampled={self.num_sampled}, sparse={self.sparse}"
+
+    def sample(self, target: Tensor) -> CandidateSample:
+        """Draw candidates for (N, T) targets (padding < 0) from the loss's sampler and generator."""
+        return self.sampler(target, self.num_sampled, self.generator)
+
+    def _check_sample(self, sample: CandidateSample, t: Tensor) -> None:
+        n = t.shape[0]
+        if tuple(sample.log_q_true.shape) not in {tuple(t.shape), (n,)} and not (t.shape[1] == 1 and sample.log_q_true.numel() == n):
+            raise InputError(f"sample.log_q_true has shape {tuple(sample.log_q_true.shape)}, expected {tuple(t.shape)}")
+        if sample.ids.dim() not in (1, 2) or (sample.ids.dim() == 2 and sample.ids.shape[0] != n):
+            raise InputError(f"sample.ids has shape {tuple(sample.ids.shape)}, expected (S,) or ({n}, S)")
+        if tuple(sample.log_q_sampled.shape) != tuple(sample.ids.shape):
+            raise InputError(f"sample.log_q_sampled has shape {tuple(sample.log_q_sampled.shape)}, expected {tuple(sample.ids.shape)}")
+        if self.validate and sample.ids.numel() and bool((sample.ids >= self.num_classes).any()):
+            raise InputError(f"sample.ids contains ids >= num_classes={self.num_classes}")
+
+    def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> SampledLogits:
+        if sample is None:
+            sample = self.sample(t)
+        else:
+            self._check_sample(sample, t)
+            if sample.log_q_true.dim() == 1:
+                sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
+        return sampled_logits(
+            h, self.weight, self.bias, t, sample,
+            subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,
+        )
+
+    def _loss(self, h, t, row_weight, sample):
+        per_row = self._from_logits(self.corrected_logits(h, t, sample))  # (N,)
+        return per_row if row_weight is None else (per_row * row_weight).sum()
+
+    def _from_logits(self, s: SampledLogits) -> Tensor:
+        raise NotImplementedError
+
+
+class SampledSoftmaxLoss(SampledLossBase):
+    """Sampled softmax (Jean et al. 2015; TensorFlow's `sampled_softmax_loss`): one candidate set per batch.
+
+    With corrected logits o'_c = o_c − log E[count(c)] over the T true and S sampled classes (accidental hits
+    removed), and soft labels y = 1/T on the true columns:
+
+        loss_i = − Σ_c y_ic log softmax(o'_i)_c
+
+    With `AllClassesSampler` (every class, log expected count 0) and accidental hits removed this is exactly the
+    full softmax. Given the same candidates and expected counts, per-example losses equal
+    `tf.nn.sampled_softmax_loss(..., sampled_values=...)`. Label smoothing spreads ε over the non-removed columns.
+
+    Shape:
+        hidden (..., d), target (...) or (..., T) -> () or (...) with reduction="none"
+
+    Example:
+        >>> loss_fn = SampledSoftmaxLoss(10_000, 32, num_sampled=64)
+        >>> loss_fn(torch.randn(8, 32), torch.randint(10_000, (8,))).shape
+        torch.Size([])
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, subtract_log_q: bool = True, remove_accidental_hits: bool = True,
+                 label_smoothing: float = 0.0, **kwargs):
+        super().__init__(num_classes, dim, **kwargs)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.subtract_log_q, self.remove_accidental_hits = bool(subtract_log_q), bool(remove_accidental_hits)
+        self.label_smoothing = float(label_smoothing)
+
+    def _from_logits(self, s: SampledLogits) -> Tensor:
+        logits, labels = s.logits, s.labels
+        if s.counts is not None:  # deduplicated draws: a class drawn k times counts k times in the partition sum
+            n_true = logits.shape[1] - s.counts.shape[-1]
+            logits = torch.cat([logits[:, :n_true], logits[:, n_true:] + s.counts.float().log()], 1)
+        if self.label_smoothing:
+            keep = (~s.removed).float()
+            labels = (1 - self.label_smoothing) * labels + self.label_smoothing * keep / keep.sum(1, keepdim=True).clamp_min(1)
+        return -(labels * logits.log_softmax(1)).sum(1)
+
+
+def _column_weight(s: SampledLogits) -> Tensor:
+    """Per-column weight of a logistic loss: 0 on removed columns, the draw multiplicity on sampled columns."""
+    weight = (~s.removed).float()  # (N, T + S)
+    if s.counts is None:
+        return weight
+    k = s.counts.shape[-1]
+    return torch.cat([weight[:, :-k], weight[:, -k:] * s.counts.float()], 1)
+
+
+class NCELoss(SampledLossBase):
+    """Noise-contrastive estimation (Gutmann & Hyvärinen 2010; TensorFlow's `nce_loss`).
+
+    Logistic regression of "true vs noise" on the corrected logits o'_c = o_c − log(k·q_c) (k = S draws):
+
+        loss_i = Σ_{t} BCE(o'_it, 1/T) + Σ_{s} BCE(o'_is, 0),   BCE(x, y) = −y log σ(x) − (1 − y) log σ(−x)
+
+    Accidental hits are kept by default (TF's nce_loss); `remove_accidental_hits=True` gives "sampled logistic".
+
+    Shape:
+        hidden (..., d), target (...) or (..., T) -> () or (...) with reduction="none"
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, remove_accidental_hits: bool = False, **kwargs):
+        super().__init__(num_classes, dim, **kwargs)
+        self.remove_accidental_hits = bool(remove_accidental_hits)
+
+    def _from_logits(self, s: SampledLogits) -> Tensor:
+        per = F.binary_cross_entropy_with_logits(s.logits, s.labels, reduction="none")  # (N, T + S)
+        return (per * _column_weight(s)).sum(1)
+
+
+_COLLISIONS = ("skip", "resample", "keep")
+
+
+class NegativeSamplingLoss(SampledLossBase):
+    """Skip-gram negative sampling (Mikolov et al. 2013; word2vec/gensim/fastText), no log-Q correction.
+
+        loss_i = − Σ_t log σ(o_it) − Σ_{s} log σ(−o_is)
+
+    Args (besides SampledLossBase's):
+        num_sampled: negatives per example (word2vec's `negative`, default 5).
+        shared: one negative set for the whole batch instead of one per example (per-example is word2vec's way).
+        collisions: a negative equal to a true class is "skip"ped (word2vec/gensim: dropped from the sum),
+            "resample"d (fastText: drawn again), or "keep"t (TensorFlow: counted as a negative).
+        bias: no bias by default, as word2vec.
+
+    Shape:
+        hidden (..., d), target (...) or (..., T) -> () or (...) with reduction="none"
+    """
+
+    subtract_log_q = False
+
+    def __init__(self, num_classes: int, dim: int, *, num_sampled: int = 5, shared: bool = False,
+                 collisions: str = "skip", bias: Union[bool, Tensor, None] = False, **kwargs):
+        super().__init__(num_classes, dim, num_sampled=num_sampled, bias=bias, **kwargs)
+        if collisions not in _COLLISIONS:
+            raise InputError(f"collisions must be one of {_COLLISIONS}, got {collisions!r}{did_you_mean(str(collisions), _COLLISIONS)}")
+        self.shared, self.collisions = bool(shared), collisions
+        self.remove_accidental_hits = collisions != "keep"
+
+    def sample(self, target: Tensor) -> CandidateSample:
+        s = self.sampler(target, self.num_sampled, self.generator, per_example=not self.shared)
+        if self.collisions != "resample":
+            return s
+        ids = s.ids.clone()
+        ids_e = ids.unsqueeze(-1) if ids.dim() == 2 else ids.view(1, -1, 1)
+        for _ in range(64):  # each round redraws only the colliding entries; P(collision) is small
+            hit = ((ids_e == target.unsqueeze(1)) & (target.unsqueeze(1) >= 0)).any(-1)  # (N|1, S)
+            if ids.dim() == 1:
+                hit = hit.any(0)
+            n_hit = int(hit.sum())
+            if n_hit == 0:
+                break
+            ids[hit] = self.sampler.draw(n_hit, self.generator, ids.device)
+        # whatever still collides after the rounds (a class with q≈1) is skipped by the accidental-hit mask
+        return CandidateSample(ids, s.log_q_true, self.sampler.log_prob(ids) + math.log(self.num_sampled), s.counts)
+
+    def _from_logits(self, s: SampledLogits) -> Tensor:
+        y = (s.labels > 0).float()  # 1 on every valid true column (not 1/T: each positive is its own term)
+        per = F.binary_cross_entropy_with_logits(s.logits, y, reduction="none")  # (N, T + S)
+        return (per * _column_weight(s)).sum(1)
+
+
+class InBatchSoftmaxLoss(SampledSoftmaxLoss):
+    """Softmax over the batch's own targets as candidates (in-batch negatives), with sampling-bias correction.
+
+    The candidates of row i are the targets of all rows; o'_c = o_c − log E[count of c in a batch] (Yi et al.
+    2019), estimated from `counts` (unigram^alpha) when given, else by a streaming frequency estimate updated in
+    training mode (see `InBatchSampler`). Every candidate column whose id equals one of row i's true classes —
+    its own positive and any duplicate of it elsewhere in the batch — is removed, so a positive never appears as
+    its own negative.
+
+    Shape:
+        hidden (..., d), target (...) -> () or (...) with reduction="none"
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, counts=None, alpha: float = 1.0, ema: float = 0.01,
+                 subtract_log_q: bool = True, **kwargs):
+        kwargs.pop("num_sampled", None)
+        sampler = kwargs.pop("sampler", None)
+        if sampler is None or sampler == "inbatch":
+            sampler = InBatchSampler(num_classes, counts=counts, alpha=alpha, ema=ema)
+        super().__init__(num_classes, dim, sampler=sampler, num_sampled=None, subtract_log_q=subtract_log_q,
+                         remove_accidental_hits=True, **kwargs)
+
+
+LOSSES: dict[str, type[OutputLayerLoss]] = {
+    "full": FullSoftmaxLoss,
+    "sampled": SampledSoftmaxLoss,
+    "nce": NCELoss,
+    "negative": NegativeSamplingLoss,
+    "inbatch": InBatchSoftmaxLoss,
+    "ova": OneVsAllLoss,
+}
+
+
+def build_loss(name: str, num_classes: int, dim: int, **kwargs) -> OutputLayerLoss:
+    """Build a loss by its short registry name (`LOSSES`): "full", "sampled", "nce", "negative", "inbatch", "ova".
+
+    Keyword arguments go to the loss's constructor (e.g. sampler="unigram", counts=..., num_sampled=1024).
+
+    Example:
+        >>> build_loss("sampled", 50_000, 64, sampler="log_uniform", num_sampled=256).num_sampled
+        256
+    """
+    if name not in LOSSES:
+        raise InputError(f"unknown loss {name!r}; choose one of {sorted(LOSSES)}{did_you_mean(str(name), LOSSES)}")
+    cls = LOSSES[name]
+    if not cls.is_sampled:
+        for k in ("sampler", "num_sampled", "sparse", "generator", "counts"):
+            if k in kwargs and kwargs[k] is not None and not (k == "sparse" and kwargs[k] is False):
+                raise InputError(f"loss {name!r} is exact and takes no {k!r} argument")
+            kwargs.pop(k, None)
+    return cls(num_classes, dim, **kwargs)

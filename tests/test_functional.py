@@ -1,0 +1,191 @@
+"""The chunked exact computations against their definitions, in values and gradients, for every block layout."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sampledsoftmax.functional import (
+    _blocks,
+    chunked_one_vs_all,
+    chunked_softmax_cross_entropy,
+    chunked_topk,
+    gather_rows,
+    mask_value,
+)
+
+# budgets in MB that force: everything in one block / several row blocks / column blocks (online log-sum-exp)
+V, D, N = 301, 7, 100
+BUDGETS = {"one_block": 64, "row_blocks": V * 4 * 40 / 2**20, "col_blocks": 4 * 32 * 40 / 2**20}
+
+
+def test_budgets_cover_the_three_layouts():
+    layouts = {name: _blocks(N, V, int(mb * 2**20)) for name, mb in BUDGETS.items()}
+    assert layouts["one_block"] == (N, V)
+    assert layouts["row_blocks"][1] == V and layouts["row_blocks"][0] < N
+    assert layouts["col_blocks"][1] < V
+
+
+def _data(dtype=torch.float64, bias=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(N, D, generator=g, dtype=dtype).requires_grad_()
+    w = torch.randn(V, D, generator=g, dtype=dtype).requires_grad_()
+    b = torch.randn(V, generator=g, dtype=dtype).requires_grad_() if bias else None
+    t = torch.randint(V, (N,), generator=g)
+    return h, w, b, t
+
+
+def _grads(out, *xs):
+    return torch.autograd.grad(out, [x for x in xs if x is not None], retain_graph=True)
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_softmax_ce_values_and_grads_match_cross_entropy(budget, eps, bias):
+    h, w, b, t = _data(bias=bias)
+    z = h @ w.T + (b if b is not None else 0)
+    ref_rows = F.cross_entropy(z, t, reduction="none", label_smoothing=eps)
+    rows = chunked_softmax_cross_entropy(h, w, b, t, label_smoothing=eps, memory_budget_mb=BUDGETS[budget])
+    torch.testing.assert_close(rows, ref_rows, rtol=1e-10, atol=1e-10)
+
+    # reduced path (gradients computed in forward) with arbitrary row weights
+    rw = torch.rand(N, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ref = (ref_rows * rw).sum()
+    got = chunked_softmax_cross_entropy(h, w, b, t, row_weight=rw, label_smoothing=eps, memory_budget_mb=BUDGETS[budget])
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    for g_got, g_ref in zip(_grads(got * 3.0, h, w, b), _grads(ref * 3.0, h, w, b)):
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
+
+    # per-row path (gradients recomputed in backward) with an arbitrary upstream gradient
+    up = torch.randn(N, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    rows = chunked_softmax_cross_entropy(h, w, b, t, label_smoothing=eps, memory_budget_mb=BUDGETS[budget])
+    for g_got, g_ref in zip(_grads((rows * up).sum(), h, w, b), _grads((ref_rows * up).sum(), h, w, b)):
+        torch.testing.assert_close(g_got, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_softmax_ce_fp32_within_1e5_of_cross_entropy():
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(64, 32, generator=g, requires_grad=True)
+    w = torch.randn(5000, 32, generator=g, requires_grad=True)
+    b = torch.randn(5000, generator=g, requires_grad=True)
+    t = torch.randint(5000, (64,), generator=g)
+    ref = F.cross_entropy(h @ w.T + b, t)
+    got = chunked_softmax_cross_entropy(h, w, b, t, row_weight=torch.full((64,), 1 / 64), memory_budget_mb=0.1)
+    assert abs(got.item() - ref.item()) <= 1e-5 * max(1.0, abs(ref.item()))
+    for a, r in zip(_grads(got, h, w, b), _grads(ref, h, w, b)):
+        torch.testing.assert_close(a, r, rtol=1e-5, atol=1e-5)
+
+
+def test_softmax_ce_gradcheck_float64():
+    g = torch.Generator().manual_seed(4)
+    h = torch.randn(5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(11, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(11, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.tensor([0, 3, 10, 3, 7])
+    rw = torch.rand(5, dtype=torch.float64, generator=g)
+    tiny = 4 * 2 * 3 / 2**20  # forces column blocks of 3 classes (with 2 rows)
+    for budget in (None, tiny):
+        assert torch.autograd.gradcheck(
+            lambda h, w, b: chunked_softmax_cross_entropy(h, w, b, t, row_weight=rw, label_smoothing=0.2, memory_budget_mb=budget),
+            (h, w, b),
+        )
+        assert torch.autograd.gradcheck(
+            lambda h, w, b: chunked_softmax_cross_entropy(h, w, b, t, memory_budget_mb=budget), (h, w, b)
+        )
+
+
+def test_softmax_ce_stays_finite_at_huge_logits():
+    # logits of ±1e4: a naive exp() overflows; the log-sum-exp must not
+    h = torch.tensor([[1.0], [-1.0]])
+    w = torch.tensor([[1e4], [-1e4], [0.0]])
+    t = torch.tensor([0, 2])
+    rows = chunked_softmax_cross_entropy(h, w, None, t)
+    torch.testing.assert_close(rows, F.cross_entropy(h @ w.T, t, reduction="none"))
+    assert torch.isfinite(rows).all()
+
+
+def test_worked_examples_from_the_seed():
+    # one hidden unit of 1 and a weight column equal to the logits: row i's logits are [2, 1, 0.1]
+    ones = torch.ones(3, 1)
+    probs = torch.exp(-chunked_softmax_cross_entropy(ones, torch.tensor([[2.0], [1.0], [0.1]]), None, torch.tensor([0, 1, 2])))
+    torch.testing.assert_close(probs, torch.tensor([0.6590, 0.2424, 0.0986]), atol=5e-5, rtol=0)
+    # cross entropy of a predicted distribution p vs class 0 is -log p_0: feed logits log p (p sums to 1)
+    ce = chunked_softmax_cross_entropy(torch.ones(1, 1), torch.tensor([[0.7], [0.2], [0.1]]).log(), None, torch.tensor([0]))
+    assert round(ce.item(), 3) == 0.357
+    # [0.1, 0.3, 0.7] sums to 1.1: the softmax renormalises, so CE = -log(0.1 / 1.1); the seed's 2.303 = -log 0.1
+    ce = chunked_softmax_cross_entropy(torch.ones(1, 1), torch.tensor([[0.1], [0.3], [0.7]]).log(), None, torch.tensor([0]))
+    assert round(ce.item() - math.log(1.1), 3) == 2.303
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_hidden_is_finite_and_close(dtype):
+    h, w, b, t = _data(dtype=torch.float32, seed=5)
+    rows = chunked_softmax_cross_entropy(h.detach().to(dtype).requires_grad_(), w, b, t, row_weight=torch.ones(N) / N)
+    ref = F.cross_entropy(h @ w.T + b, t)
+    assert torch.isfinite(rows)
+    assert abs(rows.item() - ref.item()) < 0.05 * abs(ref.item())
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_one_vs_all_matches_bce_sum(budget):
+    h, w, b, _ = _data(seed=6)
+    g = torch.Generator().manual_seed(7)
+    tgt = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(N)])  # (N, 3) distinct labels per row
+    tgt[0, 2] = -1  # padding
+    tgt[1, :] = -1  # a row without labels: all-negative
+    y = torch.zeros(N, V, dtype=torch.float64)
+    for i in range(N):
+        for c in tgt[i]:
+            if c >= 0:
+                y[i, c] = 1.0
+    z = h @ w.T + b
+    ref_rows = F.binary_cross_entropy_with_logits(z, y, reduction="none").sum(1)
+    rows = chunked_one_vs_all(h, w, b, tgt, memory_budget_mb=BUDGETS[budget])
+    torch.testing.assert_close(rows, ref_rows, rtol=1e-10, atol=1e-10)
+    rw = torch.rand(N, dtype=torch.float64, generator=g)
+    got = chunked_one_vs_all(h, w, b, tgt, row_weight=rw, memory_budget_mb=BUDGETS[budget])
+    ref = (ref_rows * rw).sum()
+    for a, r in zip(_grads(got, h, w, b), _grads(ref, h, w, b)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+    up = torch.randn(N, dtype=torch.float64, generator=g)
+    rows = chunked_one_vs_all(h, w, b, tgt, memory_budget_mb=BUDGETS[budget])
+    for a, r in zip(_grads((rows * up).sum(), h, w, b), _grads((ref_rows * up).sum(), h, w, b)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+def test_topk_matches_full_softmax(budget):
+    h, w, b, _ = _data(dtype=torch.float32, seed=8)
+    with torch.no_grad():
+        p = torch.softmax(h @ w.T + b, 1)
+    ids, probs = chunked_topk(h.detach(), w.detach(), b.detach(), 5, memory_budget_mb=BUDGETS[budget])
+    ref_p, ref_i = p.topk(5, dim=1)
+    assert torch.equal(ids, ref_i)
+    torch.testing.assert_close(probs, ref_p, rtol=1e-5, atol=1e-7)
+
+
+def test_gather_rows_sparse_grad_touches_only_gathered_rows():
+    w = torch.randn(50, 4, requires_grad=True)
+    b = torch.randn(50, requires_grad=True)
+    ids = torch.tensor([3, 7, 3, 49])
+    rows, brows = gather_rows(ids, w, b, sparse=True)
+    (rows.sum(1) * torch.arange(4.0) + brows).sum().backward()
+    assert w.grad.is_sparse and b.grad.is_sparse
+    dense_w = torch.zeros(50, 4)
+    dense_w[3] += 0 + 2
+    dense_w[7] += 1
+    dense_w[49] += 3
+    torch.testing.assert_close(w.grad.to_dense(), dense_w)
+    assert set(w.grad.coalesce().indices()[0].tolist()) == {3, 7, 49}
+    dense_b = torch.zeros(50)
+    dense_b[3], dense_b[7], dense_b[49] = 2.0, 1.0, 1.0
+    torch.testing.assert_close(b.grad.to_dense(), dense_b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_mask_value_is_finite_and_exp_underflows(dtype):
+    m = torch.tensor(mask_value(dtype), dtype=dtype)
+    assert torch.isfinite(m) and torch.isfinite(m - 100) and torch.isfinite(m * 1.5)
+    assert torch.exp(m.float() - 50).item() == 0.0
