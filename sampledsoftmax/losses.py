@@ -391,20 +391,20 @@ class SampledSoftmaxLoss(SampledLossBase):
         logits, labels = s.logits, s.labels
         if s.counts is not None:  # deduplicated draws: a class drawn k times counts k times in the partition sum
             n_true = logits.shape[1] - s.counts.shape[-1]
-            logits = torch.cat([logits[:, :n_true], logits[:, n_true:] + s.counts.float().log()], 1)
+            logits = torch.cat([logits[:, :n_true], logits[:, n_true:] + s.counts.to(logits.dtype).log()], 1)
         if self.label_smoothing:
-            keep = (~s.removed).float()
+            keep = (~s.removed).to(logits.dtype)
             labels = (1 - self.label_smoothing) * labels + self.label_smoothing * keep / keep.sum(1, keepdim=True).clamp_min(1)
         return -(labels * logits.log_softmax(1)).sum(1)
 
 
 def _column_weight(s: SampledLogits) -> Tensor:
     """Per-column weight of a logistic loss: 0 on removed columns, the draw multiplicity on sampled columns."""
-    weight = (~s.removed).float()  # (N, T + S)
+    weight = (~s.removed).to(s.logits.dtype)  # (N, T + S)
     if s.counts is None:
         return weight
     k = s.counts.shape[-1]
-    return torch.cat([weight[:, :-k], weight[:, -k:] * s.counts.float()], 1)
+    return torch.cat([weight[:, :-k], weight[:, -k:] * s.counts.to(weight.dtype)], 1)
 
 
 class NCELoss(SampledLossBase):
@@ -476,7 +476,7 @@ class NegativeSamplingLoss(SampledLossBase):
         return CandidateSample(ids, s.log_q_true, self.sampler.log_prob(ids) + math.log(self.num_sampled), s.counts)
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
-        y = (s.labels > 0).float()  # 1 on every valid true column (not 1/T: each positive is its own term)
+        y = (s.labels > 0).to(s.labels.dtype)  # 1 on every valid true column (not 1/T: each positive is its own term)
         per = F.binary_cross_entropy_with_logits(s.logits, y, reduction="none")  # (N, T + S)
         return (per * _column_weight(s)).sum(1)
 
