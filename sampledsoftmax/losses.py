@@ -313,7 +313,7 @@ class SampledLossBase(OutputLayerLoss):
         self.sampler = _as_sampler(sampler, num_classes, counts)
         if num_sampled is not None and (not isinstance(num_sampled, int) or num_sampled < 1):
             raise InputError(f"num_sampled must be a positive int, got {num_sampled!r}")
-        if num_sampled is not None and getattr(self.sampler, "unique", False) and num_sampled > num_classes:
+        if num_sampled is not None and getattr(self.sampler, "unique", False) is True and num_sampled > num_classes:
             raise InputError(
                 f"num_sampled={num_sampled} exceeds num_classes={num_classes}; sampling without replacement "
                 f"(unique) needs num_sampled in [1, {num_classes}]"
