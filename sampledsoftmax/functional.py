@@ -31,6 +31,7 @@ __all__ = [
     "chunked_topk",
     "gather_rows",
     "sampled_logits",
+    "candidate_softmax_cross_entropy",
     "SampledLogits",
     "mask_value",
     "DEFAULT_MEMORY_BUDGET_MB",
@@ -431,7 +432,7 @@ def chunked_topk(
 
 
 class _GatherRows(torch.autograd.Function):
-    """weight[ids], bias[ids] whose gradients are sparse COO tensors touching only the gathered rows."""
+    """weight[ids], bias[ids] whose gradients are coalesced sparse COO tensors touching only the gathered rows."""
 
     @staticmethod
     def forward(ctx, ids, weight, bias):
@@ -445,17 +446,23 @@ class _GatherRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_w, grad_b):
         (ids,) = ctx.saved_tensors
-        idx = ids.unsqueeze(0)
+        # Sum duplicate rows here (a sort of M ids) so the optimizer receives a coalesced gradient and does not
+        # have to coalesce it itself.
+        uniq, inverse = torch.unique(ids, return_inverse=True)  # (U,), (M,)
+        idx = uniq.unsqueeze(0)
         dw = db = None
         if ctx.needs_input_grad[1] and grad_w is not None:
-            dw = torch.sparse_coo_tensor(idx, grad_w, (ctx.v, grad_w.shape[1]), check_invariants=False)
+            vals = grad_w.new_zeros(uniq.shape[0], grad_w.shape[1]).index_add_(0, inverse, grad_w)  # (U, d)
+            dw = torch.sparse_coo_tensor(idx, vals, (ctx.v, grad_w.shape[1]), is_coalesced=True, check_invariants=False)
         if ctx.has_bias and ctx.needs_input_grad[2] and grad_b is not None:
-            db = torch.sparse_coo_tensor(idx, grad_b, (ctx.v,), check_invariants=False)
+            vals = grad_b.new_zeros(uniq.shape[0]).index_add_(0, inverse, grad_b)  # (U,)
+            db = torch.sparse_coo_tensor(idx, vals, (ctx.v,), is_coalesced=True, check_invariants=False)
         return None, dw, db
 
 
 def gather_rows(ids: Tensor, weight: Tensor, bias: Optional[Tensor], *, sparse: bool) -> tuple[Tensor, Optional[Tensor]]:
-    """Rows `weight[ids]` (and `bias[ids]`). With sparse=True their gradients are sparse COO (only those rows).
+    """Rows `weight[ids]` (and `bias[ids]`). With sparse=True their gradients are coalesced sparse COO tensors
+    over only those rows (like `nn.Embedding(sparse=True)`); otherwise dense [V, d] gradients.
 
     Shape:
         ids (M,) -> (M, d), (M,) or None
@@ -471,19 +478,34 @@ def gather_rows(ids: Tensor, weight: Tensor, bias: Optional[Tensor], *, sparse: 
 
 
 class SampledLogits(NamedTuple):
-    """Output of `sampled_logits`.
+    """Output of `sampled_logits`: the corrected logits of the true and of the sampled classes, kept as two blocks
+    (concatenating them would cost a copy of the (N, S) block in forward and backward).
 
-    logits:  (N, T + S) fp32 (fp64 for fp64 inputs). Columns 0..T-1 are the true classes, T.. the sampled ones. Corrected by -log expected
-             count when subtract_log_q; removed columns hold `mask_value(fp32)`.
-    labels:  (N, T + S) fp32 soft labels: 1 / (number of valid labels of the row) on valid true columns, else 0.
-    removed: (N, T + S) bool: padded true labels, invalid candidates (id < 0) and accidental hits.
-    counts:  (S,) or (N, S) multiplicities of the sampled ids (unique="multiplicity" samples), else None.
+    true:            (N, T) corrected logits of the true classes (fp32; fp64 for fp64 inputs).
+    sampled:         (N, S) corrected logits of the candidates (the values of removed columns are meaningless).
+    true_removed:    (N, T) bool: padded labels.
+    sampled_removed: (N, S) bool: accidental hits and invalid candidates (id < 0).
+    counts:          (S,) or (N, S) multiplicities of the sampled ids (unique="multiplicity" samples), else None.
     """
 
-    logits: Tensor
-    labels: Tensor
-    removed: Tensor
+    true: Tensor
+    sampled: Tensor
+    true_removed: Tensor
+    sampled_removed: Tensor
     counts: Optional[Tensor]
+
+    @property
+    def labels(self) -> Tensor:
+        """(N, T) soft labels: 1 / (number of valid labels of the row) on each valid true column (TF's 1/num_true)."""
+        keep = (~self.true_removed).to(self.true.dtype)
+        return keep / keep.sum(1, keepdim=True).clamp_min(1)
+
+    def masked(self) -> Tensor:
+        """(N, T + S) logits as TensorFlow lays them out, removed columns set to `mask_value` (finite in the dtype)."""
+        removed = torch.cat([self.true_removed, self.sampled_removed.expand(self.true.shape[0], -1)], 1)
+        return torch.cat([self.true, self.sampled.expand(self.true.shape[0], -1)], 1).masked_fill(
+            removed, mask_value(self.true.dtype)
+        )
 
 
 def sampled_logits(
@@ -504,8 +526,10 @@ def sampled_logits(
         true_ij    = h_i · w_{t_ij} + b_{t_ij} − log E[count(t_ij)]
         sampled_ij = h_i · w_{s_j}  + b_{s_j}  − log E[count(s_j)]      (− log E[...] only if subtract_log_q)
 
-    and sampled_ij is removed (set to `mask_value`) when s_j equals any true class of row i
-    (remove_accidental_hits) or when s_j < 0 (no candidate). True columns whose label is padding (< 0) are removed.
+    sampled_ij is removed when s_j equals any true class of row i (remove_accidental_hits; every copy of it, where
+    TF's compute_accidental_hits removes only the last copy of a duplicated id) or when s_j < 0 (no candidate).
+    True columns whose label is padding (< 0) are removed. Removed columns are reported as masks; a loss drops them
+    (zero weight, or probability exactly 0), or `SampledLogits.masked()` gives them a finite `mask_value`.
 
     Args:
         hidden: (N, d).  weight: (V, d).  bias: (V,) or None.
@@ -516,37 +540,102 @@ def sampled_logits(
     n, n_true = target.shape
     ids = sample.ids
     per_example = ids.dim() == 2
-    valid_true = target >= 0  # (N, T)
-    valid_ids = ids >= 0  # (S,) or (N, S)
+    true_removed = target < 0  # (N, T)
     all_ids = torch.cat([target.clamp_min(0).reshape(-1), ids.clamp_min(0).reshape(-1)])  # (N*T + |ids|,)
-    w_all, b_all = gather_rows(all_ids, weight, bias, sparse=sparse)
+    w_all, b_all = gather_rows(all_ids, weight, bias, sparse=sparse)  # (M, d), (M,)
     cdt = _matmul_dtype(hidden, weight)
+    acc = _acc_dtype(cdt)
     h = hidden.to(cdt)
     n_t = n * n_true
-    w_true = w_all[:n_t].to(cdt).view(n, n_true, -1)  # (N, T, d)
-    w_samp = w_all[n_t:].to(cdt)  # (S, d) or (N*S, d)
-    acc = _acc_dtype(cdt)
-    true = torch.bmm(w_true, h.unsqueeze(2)).squeeze(2).to(acc)  # (N, T)
-    if per_example:
-        w_samp = w_samp.view(n, ids.shape[1], -1)  # (N, S, d)
-        samp = torch.bmm(w_samp, h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
-    else:
-        samp = (h @ w_samp.t()).to(acc)  # (N, S)
+    w_true = w_all[:n_t].view(n, n_true, -1)  # (N, T, d)
+    w_samp = w_all[n_t:]  # (S, d) or (N*S, d)
+    true = (w_true * h.unsqueeze(1)).sum(-1).to(acc)  # (N, T)
+    # per-column offsets of the sampled block: bias minus log expected count
+    offset = torch.zeros((), dtype=acc, device=hidden.device)
     if b_all is not None:
         true = true + b_all[:n_t].to(acc).view(n, n_true)
-        samp = samp + b_all[n_t:].to(acc).view(ids.shape)
+        offset = b_all[n_t:].to(acc).view(ids.shape)
     if subtract_log_q:
         true = true - sample.log_q_true.to(acc)
-        samp = samp - sample.log_q_sampled.to(acc)
+        offset = offset - sample.log_q_sampled.to(acc)
+    if per_example:
+        samp = torch.bmm(w_samp.view(n, ids.shape[1], -1).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
+        samp = samp + offset
+    elif cdt == acc:
+        samp = torch.addmm(offset.expand(ids.shape), h, w_samp.t())  # (N, S) bias and correction fused in
+    else:
+        samp = (h @ w_samp.to(cdt).t()).to(acc) + offset  # (N, S)
 
-    removed_samp = ~valid_ids.expand(n, -1) if not per_example else ~valid_ids  # (N, S)
+    sampled_removed = ids < 0 if not per_example else ids < 0  # (S,) or (N, S)
     if remove_accidental_hits:
         ids_e = ids.unsqueeze(-1) if per_example else ids.view(1, -1, 1)  # (N|1, S, 1)
-        hits = ((ids_e == target.unsqueeze(1)) & valid_true.unsqueeze(1)).any(-1)  # (N, S)
-        removed_samp = removed_samp | hits
-    removed = torch.cat([~valid_true, removed_samp], 1)  # (N, T + S)
-    logits = torch.cat([true, samp], 1).masked_fill(removed, mask_value(acc))  # (N, T + S)
-    n_valid = valid_true.sum(1, keepdim=True).clamp_min(1)
-    labels = torch.cat([valid_true.to(acc) / n_valid, torch.zeros_like(samp)], 1)  # (N, T + S)
-    counts = getattr(sample, "counts", None)
-    return SampledLogits(logits, labels, removed, counts)
+        if n_true == 1:
+            hits = ids_e.squeeze(-1) == target  # (N, S)  target (N, 1) broadcasts; padding (-1) never matches
+        else:
+            hits = (ids_e == target.unsqueeze(1)).any(-1)  # (N, S)
+        sampled_removed = sampled_removed | (hits & (ids_e.squeeze(-1) >= 0))
+    sampled_removed = sampled_removed.expand(n, -1) if sampled_removed.dim() == 1 else sampled_removed
+    return SampledLogits(true, samp, true_removed, sampled_removed, getattr(sample, "counts", None))
+
+
+class _CandidateSoftmaxCE(torch.autograd.Function):
+    """Per-row softmax cross entropy over the candidate columns [true | sampled], removed columns dropped.
+
+    The gradient with respect to the logits (p − y) is formed in forward in the buffer that held the
+    probabilities; backward only scales it by the upstream gradient. About six passes over (N, S) in all.
+    """
+
+    @staticmethod
+    def forward(ctx, true, samp, y_true, true_removed, samp_removed, log_counts, label_smoothing, need_grad):
+        m = torch.maximum(samp.amax(1), true.amax(1)).unsqueeze(1)  # (N, 1) any upper bound stabilises
+        p = (samp - m).exp_()  # (N, S) unnormalised probabilities
+        if log_counts is not None:
+            p.mul_(log_counts.exp())  # a class drawn k times counts k times in the partition sum
+        p.masked_fill_(samp_removed, 0.0)
+        p_true = (true - m).exp().masked_fill_(true_removed, 0.0)  # (N, T)
+        s = p.sum(1, keepdim=True) + p_true.sum(1, keepdim=True)  # (N, 1)
+        s.clamp_min_(torch.finfo(s.dtype).tiny)  # a row with every column removed (ignored) stays finite
+        lse = m + s.log()  # (N, 1)
+        eps = label_smoothing
+        y_t = y_true
+        if eps:
+            keep_t, keep_s = (~true_removed).to(true.dtype), (~samp_removed).to(true.dtype)
+            k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1) candidates per row
+            y_t = (1 - eps) * y_true + eps * keep_t / k
+            z_s = samp if log_counts is None else samp + log_counts
+            smooth_s = eps / k.squeeze(1) * (z_s * keep_s).sum(1)  # (N,)
+        else:
+            smooth_s = 0.0
+        # loss_i = lse_i − Σ_c y_ic z_ic over the non-removed columns (y of removed true columns is 0)
+        loss = lse.squeeze(1) - (y_t * true.masked_fill(true_removed, 0.0)).sum(1) - smooth_s
+        if need_grad:
+            p.div_(s)  # softmax over the candidates: dloss/dz of the sampled block
+            if eps:
+                p.sub_(eps * keep_s / k)
+            ctx.save_for_backward(p, p_true / s - y_t)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        g_samp, g_true = ctx.saved_tensors
+        g = grad_loss.unsqueeze(1)  # (N, 1)
+        return g_true * g, g_samp * g, None, None, None, None, None, None
+
+
+def candidate_softmax_cross_entropy(s: SampledLogits, label_smoothing: float = 0.0) -> Tensor:
+    """Per-row softmax cross entropy over the candidates of `s` with TF's soft labels (1/T on the true columns):
+
+        loss_i = log Σ_{c not removed} mult_c · exp(z_ic) − Σ_c y_ic z_ic,
+
+    mult_c the draw multiplicity (1 unless the sample was deduplicated). With label smoothing ε the target is
+    (1 − ε) y + ε / K_i on the K_i non-removed columns. Equals
+    `-(y * s.masked().log_softmax(1)).sum(1)` without building the (N, T + S) matrix.
+
+    Shape:
+        -> (N,)
+    """
+    log_counts = None if s.counts is None else s.counts.to(s.sampled.dtype).log()
+    need_grad = torch.is_grad_enabled() and (s.true.requires_grad or s.sampled.requires_grad)
+    return _CandidateSoftmaxCE.apply(
+        s.true, s.sampled, s.labels, s.true_removed, s.sampled_removed, log_counts, float(label_smoothing), need_grad
+    )

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from .errors import InputError, did_you_mean
 from .functional import (
     SampledLogits,
+    candidate_softmax_cross_entropy,
     chunked_one_vs_all,
     chunked_softmax_cross_entropy,
     chunked_topk,
@@ -388,23 +389,17 @@ class SampledSoftmaxLoss(SampledLossBase):
         self.label_smoothing = float(label_smoothing)
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
-        logits, labels = s.logits, s.labels
-        if s.counts is not None:  # deduplicated draws: a class drawn k times counts k times in the partition sum
-            n_true = logits.shape[1] - s.counts.shape[-1]
-            logits = torch.cat([logits[:, :n_true], logits[:, n_true:] + s.counts.to(logits.dtype).log()], 1)
-        if self.label_smoothing:
-            keep = (~s.removed).to(logits.dtype)
-            labels = (1 - self.label_smoothing) * labels + self.label_smoothing * keep / keep.sum(1, keepdim=True).clamp_min(1)
-        return -(labels * logits.log_softmax(1)).sum(1)
+        return candidate_softmax_cross_entropy(s, self.label_smoothing)
 
 
-def _column_weight(s: SampledLogits) -> Tensor:
-    """Per-column weight of a logistic loss: 0 on removed columns, the draw multiplicity on sampled columns."""
-    weight = (~s.removed).to(s.logits.dtype)  # (N, T + S)
-    if s.counts is None:
-        return weight
-    k = s.counts.shape[-1]
-    return torch.cat([weight[:, :-k], weight[:, -k:] * s.counts.to(weight.dtype)], 1)
+def _logistic_loss(s: SampledLogits, y_true: Tensor) -> Tensor:
+    """Σ over the non-removed columns of BCE(z, y): labels y_true on the true columns, 0 on the sampled ones (each
+    sampled column weighted by its draw multiplicity). Shape: -> (N,)"""
+    per_t = F.binary_cross_entropy_with_logits(s.true, y_true, reduction="none").masked_fill(s.true_removed, 0.0)
+    per_s = F.softplus(s.sampled)  # BCE(z, 0) = log(1 + e^z)  (N, S)
+    if s.counts is not None:
+        per_s = per_s * s.counts.to(per_s.dtype)
+    return per_t.sum(1) + per_s.masked_fill(s.sampled_removed, 0.0).sum(1)
 
 
 class NCELoss(SampledLossBase):
@@ -425,8 +420,7 @@ class NCELoss(SampledLossBase):
         self.remove_accidental_hits = bool(remove_accidental_hits)
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
-        per = F.binary_cross_entropy_with_logits(s.logits, s.labels, reduction="none")  # (N, T + S)
-        return (per * _column_weight(s)).sum(1)
+        return _logistic_loss(s, s.labels)  # TF's labels: 1/T on each true column
 
 
 _COLLISIONS = ("skip", "resample", "keep")
@@ -476,9 +470,7 @@ class NegativeSamplingLoss(SampledLossBase):
         return CandidateSample(ids, s.log_q_true, self.sampler.log_prob(ids) + math.log(self.num_sampled), s.counts)
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
-        y = (s.labels > 0).to(s.labels.dtype)  # 1 on every valid true column (not 1/T: each positive is its own term)
-        per = F.binary_cross_entropy_with_logits(s.logits, y, reduction="none")  # (N, T + S)
-        return (per * _column_weight(s)).sum(1)
+        return _logistic_loss(s, (~s.true_removed).to(s.true.dtype))  # each positive its own term (not 1/T)
 
 
 class InBatchSoftmaxLoss(SampledSoftmaxLoss):

@@ -189,3 +189,32 @@ def test_mask_value_is_finite_and_exp_underflows(dtype):
     m = torch.tensor(mask_value(dtype), dtype=dtype)
     assert torch.isfinite(m) and torch.isfinite(m - 100) and torch.isfinite(m * 1.5)
     assert torch.exp(m.float() - 50).item() == 0.0
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.15])
+@pytest.mark.parametrize("with_counts", [False, True])
+def test_candidate_softmax_matches_log_softmax_of_masked_logits_and_gradchecks(eps, with_counts):
+    from sampledsoftmax.functional import SampledLogits, candidate_softmax_cross_entropy
+
+    g = torch.Generator().manual_seed(9)
+    n, t_, s_ = 6, 2, 5
+    true = torch.randn(n, t_, dtype=torch.float64, generator=g, requires_grad=True)
+    samp = torch.randn(n, s_, dtype=torch.float64, generator=g, requires_grad=True)
+    true_removed = torch.zeros(n, t_, dtype=torch.bool)
+    true_removed[0, 1] = True
+    samp_removed = torch.rand(n, s_, generator=g) < 0.3
+    counts = torch.randint(1, 4, (s_,), generator=g).double() if with_counts else None
+    sl = SampledLogits(true, samp, true_removed, samp_removed, counts)
+    got = candidate_softmax_cross_entropy(sl, eps)
+    # reference: TF layout, log-multiplicity added, smoothing over the non-removed columns
+    z = torch.cat([true, samp + (counts.log() if with_counts else 0)], 1)
+    removed = torch.cat([true_removed, samp_removed], 1)
+    z = z.masked_fill(removed, -math.inf)
+    keep = (~removed).double()
+    y = torch.cat([sl.labels, torch.zeros(n, s_, dtype=torch.float64)], 1)
+    y = (1 - eps) * y + eps * keep / keep.sum(1, keepdim=True)
+    ref = -(y * z.log_softmax(1)).masked_fill(removed, 0).sum(1)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(
+        lambda a, b: candidate_softmax_cross_entropy(SampledLogits(a, b, true_removed, samp_removed, counts), eps), (true, samp)
+    )

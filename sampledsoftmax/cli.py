@@ -1,0 +1,187 @@
+"""The command line: ``sampledsoftmax <command> [options]`` (also ``python -m sampledsoftmax``).
+
+A command is one ``_cmd_<name>(args) -> int`` function and one ``_add_<name>(subparsers)`` parser block, listed
+in ``COMMANDS``. Torch-using modules are imported inside the command functions, so building the parser, ``--help``
+and usage errors import nothing heavy from this module.
+
+A user mistake (any ``SampledSoftmaxError``, or a bad option) prints one line, ``error: <message>``, to stderr and
+exits 2; a programming error keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable, Sequence
+
+from sampledsoftmax.errors import SampledSoftmaxError
+
+PROG = "sampledsoftmax"
+
+
+class UsageError(SampledSoftmaxError):
+    """A bad command line (unknown option, missing value, value of the wrong form)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors raise, so ``main`` prints them as one line and exits 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(message)
+
+
+# ------------------------------------------------------------------------------------------------ option types
+
+
+def _count(text: str) -> int:
+    """A positive integer; ``_`` separators and k/M suffixes allowed: ``100_000``, ``100k``, ``1M``, ``2.5k``."""
+    t = text.strip().lower().replace("_", "")
+    scale = {"k": 10**3, "m": 10**6}.get(t[-1:], 1)
+    if scale != 1:
+        t = t[:-1]
+    try:
+        value = float(t) * scale if ("." in t or "e" in t) else int(t) * scale
+    except ValueError:
+        value = 0.0
+    if not (1 <= value < 2**63) or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive count (examples: 10000, 100k, 1M)")
+    return int(value)
+
+
+def _count_list(text: str) -> tuple[int, ...]:
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: give comma-separated counts, e.g. 10k,100k,1M")
+    return tuple(_count(p) for p in parts)
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a non-negative integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+def _name_list(text: str) -> tuple[str, ...] | None:
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} is empty: give comma-separated names, or 'all'")
+    return None if names == ("all",) else names
+
+
+# ----------------------------------------------------------------------------------------------------- bench
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    # Defaults mirror sampledsoftmax.bench.BenchConfig (a test keeps them equal); repeated here so that building
+    # the parser and --help do not import torch.
+    sizes = (10_000, 100_000, 1_000_000)
+    p = sub.add_parser(
+        "bench",
+        help="step time and peak memory of every loss against its matmul bound",
+        description="Time forward + backward + optimizer step of every registered loss (and the naive "
+        "`hidden @ W.T + b` + cross_entropy reference) at each class count V, next to the bare matrix products "
+        "the loss cannot avoid, and print a markdown table. Targets are Zipf-like (log-uniform over ranks) "
+        "unless --targets uniform.",
+    )
+    p.add_argument("--losses", type=_name_list, default=None,
+                   help="comma-separated loss names (the registered losses and 'naive'), or 'all' (default)")
+    p.add_argument("--sizes", type=_count_list, default=sizes,
+                   help=f"class counts V, comma-separated; k and M suffixes accepted (default: {','.join(map(str, sizes))})")
+    p.add_argument("-n", "--batch-size", dest="n", type=_count, default=1024, help="batch size N (default: %(default)s)")
+    p.add_argument("--dim", type=_count, default=128, help="hidden size d (default: %(default)s)")
+    p.add_argument("--num-sampled", type=_count, default=1024,
+                   help="candidates S for the sampled losses (default: %(default)s)")
+    p.add_argument("--repeats", type=_count, default=5,
+                   help="timed steps per cell; median and min are reported (default: %(default)s)")
+    p.add_argument("--warmup", type=_nonneg_int, default=2, help="untimed steps per cell first (default: %(default)s)")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="sgd (default), or adam: torch.optim.SparseAdam for sparse-gradient losses, Adam otherwise")
+    p.add_argument("--lr", type=_positive_float, default=1e-3, help="learning rate (default: %(default)s)")
+    p.add_argument("--sampler", default="log_uniform",
+                   help="sampler name for sampled, nce and negative (default: %(default)s)")
+    p.add_argument("--targets", choices=("zipf", "uniform"), default="zipf",
+                   help="how targets are drawn (default: %(default)s)")
+    p.add_argument("--memory-budget-mb", type=_positive_float, default=None,
+                   help="chunk budget of the exact losses, full and ova (default: the loss's own)")
+    p.add_argument("--naive-max-v", type=_count, default=1_000_000,
+                   help="skip the naive reference above this V (default: %(default)s)")
+    p.add_argument("--per-example-negatives", action="store_true",
+                   help="negative: word2vec's S negatives per example (N*S rows) instead of S shared per batch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default): cuda if available, else cpu")
+    p.add_argument("--seed", type=_nonneg_int, default=0, help="seed of inputs, weights and samplers (default: 0)")
+    p.add_argument("--no-isolate", dest="isolate", action="store_false",
+                   help="CPU: run every cell in this process (quicker; peak memory less reliable)")
+    p.add_argument("--out", metavar="FILE.md", default=None, help="also write the table to this file")
+    p.add_argument("--json", metavar="FILE", default=None, help="write machine, config and rows as JSON")
+    p.set_defaults(func=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from sampledsoftmax import bench
+
+    given = vars(args)
+    cfg = bench.BenchConfig(**{f.name: given[f.name] for f in dataclasses.fields(bench.BenchConfig)})
+    result = bench.run(cfg, progress=sys.stderr)
+    print(bench.format_markdown(result), flush=True)
+    bench.write_outputs(result, out=args.out, json_path=args.json)
+    if result.failed:
+        names = ", ".join(f"{row['loss']} V={row['V']}" for row in result.failed)
+        print(f"bench: {len(result.failed)} cell(s) failed: {names}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_bench]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Exact and candidate-sampling softmax losses: benchmarks and tools.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sampledsoftmax")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return the exit code (0 ok, 1 a benchmark cell failed, 2 a user error)."""
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except SampledSoftmaxError as e:
+        message = " ".join(str(e).split("\n")) or type(e).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help and --version exit 0 through argparse
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
