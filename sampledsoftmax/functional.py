@@ -33,6 +33,7 @@ __all__ = [
     "sampled_logits",
     "candidate_softmax_cross_entropy",
     "SampledLogits",
+    "Removed",
     "mask_value",
     "DEFAULT_MEMORY_BUDGET_MB",
 ]
@@ -477,21 +478,51 @@ def gather_rows(ids: Tensor, weight: Tensor, bias: Optional[Tensor], *, sparse: 
 # ---------------------------------------------------------------------------------------------------------------
 
 
+class Removed(NamedTuple):
+    """Which entries of the (N, S) sampled block are removed (accidental hits, candidates with id < 0).
+
+    Either a dense (N, S) bool mask, or the coordinates of the few removed entries plus an optional (S,) mask of
+    whole columns: on the CPU a dense mask costs a full pass over (N, S) to build and another to apply, while the
+    hits are typically a handful per row at most.
+    """
+
+    dense: Optional[Tensor] = None  # (N, S) bool
+    rows: Optional[Tensor] = None  # (K,) int64
+    cols: Optional[Tensor] = None  # (K,) int64
+    columns: Optional[Tensor] = None  # (S,) bool: removed for every row
+
+    def fill_(self, x: Tensor, value: float) -> Tensor:
+        """Set the removed entries of x (N, S) to value, in place; returns x."""
+        if self.dense is not None:
+            return x.masked_fill_(self.dense, value)
+        if self.columns is not None:
+            x.masked_fill_(self.columns, value)
+        if self.rows is not None:
+            x.index_put_((self.rows, self.cols), x.new_full((), value))
+        return x
+
+    def to_dense(self, n: int, s: int, device) -> Tensor:
+        if self.dense is not None:
+            return self.dense.expand(n, s)
+        return self.fill_(torch.zeros(n, s, dtype=torch.bool, device=device), True)
+
+
 class SampledLogits(NamedTuple):
     """Output of `sampled_logits`: the corrected logits of the true and of the sampled classes, kept as two blocks
     (concatenating them would cost a copy of the (N, S) block in forward and backward).
 
-    true:            (N, T) corrected logits of the true classes (fp32; fp64 for fp64 inputs).
-    sampled:         (N, S) corrected logits of the candidates (the values of removed columns are meaningless).
-    true_removed:    (N, T) bool: padded labels.
-    sampled_removed: (N, S) bool: accidental hits and invalid candidates (id < 0).
-    counts:          (S,) or (N, S) multiplicities of the sampled ids (unique="multiplicity" samples), else None.
+    true:         (N, T) corrected logits of the true classes (fp32; fp64 for fp64 inputs).
+    sampled:      (N, S) corrected logits of the candidates.
+                  Removed entries (here and in `true`) hold `mask_value`: finite, and exp() of it is exactly 0.
+    true_removed: (N, T) bool: padded labels.
+    removed:      `Removed`: accidental hits and invalid candidates (id < 0) in the sampled block.
+    counts:       (S,) or (N, S) multiplicities of the sampled ids (unique="multiplicity" samples), else None.
     """
 
     true: Tensor
     sampled: Tensor
     true_removed: Tensor
-    sampled_removed: Tensor
+    removed: Removed
     counts: Optional[Tensor]
 
     @property
@@ -500,12 +531,14 @@ class SampledLogits(NamedTuple):
         keep = (~self.true_removed).to(self.true.dtype)
         return keep / keep.sum(1, keepdim=True).clamp_min(1)
 
+    @property
+    def sampled_removed(self) -> Tensor:
+        """(N, S) bool mask of the removed sampled entries."""
+        return self.removed.to_dense(self.sampled.shape[0], self.sampled.shape[1], self.sampled.device)
+
     def masked(self) -> Tensor:
-        """(N, T + S) logits as TensorFlow lays them out, removed columns set to `mask_value` (finite in the dtype)."""
-        removed = torch.cat([self.true_removed, self.sampled_removed.expand(self.true.shape[0], -1)], 1)
-        return torch.cat([self.true, self.sampled.expand(self.true.shape[0], -1)], 1).masked_fill(
-            removed, mask_value(self.true.dtype)
-        )
+        """(N, T + S) logits as TensorFlow lays them out, removed columns at `mask_value` (finite in the dtype)."""
+        return torch.cat([self.true, self.sampled], 1)
 
 
 def sampled_logits(
@@ -528,8 +561,10 @@ def sampled_logits(
 
     sampled_ij is removed when s_j equals any true class of row i (remove_accidental_hits; every copy of it, where
     TF's compute_accidental_hits removes only the last copy of a duplicated id) or when s_j < 0 (no candidate).
-    True columns whose label is padding (< 0) are removed. Removed columns are reported as masks; a loss drops them
-    (zero weight, or probability exactly 0), or `SampledLogits.masked()` gives them a finite `mask_value`.
+    True columns whose label is padding (< 0) are removed. Removed entries are set to `mask_value` (finite in the
+    dtype, so label smoothing and fp16/bf16 stay finite; exp() of it is exactly 0 and no gradient flows through it)
+    and are also reported in `SampledLogits.removed`. On the CPU the few hits are written by index, not by a pass
+    over the whole (N, S) block.
 
     Args:
         hidden: (N, d).  weight: (V, d).  bias: (V,) or None.
@@ -566,53 +601,74 @@ def sampled_logits(
     else:
         samp = (h @ w_samp.to(cdt).t()).to(acc) + offset  # (N, S)
 
-    sampled_removed = ids < 0 if not per_example else ids < 0  # (S,) or (N, S)
-    if remove_accidental_hits:
-        ids_e = ids.unsqueeze(-1) if per_example else ids.view(1, -1, 1)  # (N|1, S, 1)
-        if n_true == 1:
-            hits = ids_e.squeeze(-1) == target  # (N, S)  target (N, 1) broadcasts; padding (-1) never matches
-        else:
-            hits = (ids_e == target.unsqueeze(1)).any(-1)  # (N, S)
-        sampled_removed = sampled_removed | (hits & (ids_e.squeeze(-1) >= 0))
-    sampled_removed = sampled_removed.expand(n, -1) if sampled_removed.dim() == 1 else sampled_removed
-    return SampledLogits(true, samp, true_removed, sampled_removed, getattr(sample, "counts", None))
+    if per_example:
+        dense = ids < 0  # (N, S)
+        if remove_accidental_hits:
+            dense = dense | (ids.unsqueeze(-1) == target.unsqueeze(1)).any(-1)  # (N, S) padding (-1) never matches
+        removed = Removed(dense=dense)
+    elif ids.is_cuda:  # a broadcast compare: no host sync
+        dense = (ids < 0).expand(n, -1)
+        if remove_accidental_hits:
+            dense = dense | ((ids.view(1, -1, 1) == target.unsqueeze(1)).any(-1) & (ids >= 0))
+        removed = Removed(dense=dense)
+    else:
+        invalid = ids < 0  # (S,)
+        rows, cols = _shared_hits(ids, target) if remove_accidental_hits else (None, None)
+        removed = Removed(rows=rows, cols=cols, columns=invalid if bool(invalid.any()) else None)
+    neg = mask_value(acc)
+    samp = removed.fill_(samp, neg)  # in place on a fresh tensor: exp() of it is exactly 0, and so is its gradient
+    true = true.masked_fill(true_removed, neg)
+    return SampledLogits(true, samp, true_removed, removed, getattr(sample, "counts", None))
+
+
+def _shared_hits(ids: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """Coordinates (rows, cols) where shared sampled id ids[col] equals one of row's true classes.
+
+    ids (S,), target (N, T) with padding < 0. A broadcast compare would cost N·S·T (as much as the softmax itself on
+    a CPU); the hits are found by binary search in the sorted ids instead: O((N·T + S) log S).
+    """
+    sorted_ids, order = ids.sort()  # (S,)
+    flat = target.reshape(-1)  # (N*T,)
+    lo = torch.searchsorted(sorted_ids, flat)  # (N*T,)
+    hi = torch.searchsorted(sorted_ids, flat, right=True)
+    cnt = torch.where(flat >= 0, hi - lo, 0)  # copies of each true class among the sampled ids
+    total = int(cnt.sum())  # host read: the number of hits
+    start = torch.repeat_interleave(lo, cnt, output_size=total)  # (K,)
+    first = torch.repeat_interleave(torch.cumsum(cnt, 0) - cnt, cnt, output_size=total)  # (K,)
+    cols = order[start + torch.arange(total, device=ids.device) - first]  # (K,)
+    rows = torch.repeat_interleave(torch.arange(flat.numel(), device=ids.device) // target.shape[1], cnt, output_size=total)
+    return rows, cols
 
 
 class _CandidateSoftmaxCE(torch.autograd.Function):
-    """Per-row softmax cross entropy over the candidate columns [true | sampled], removed columns dropped.
+    """Per-row softmax cross entropy over the candidate columns [true | sampled] (removed ones hold `mask_value`).
 
-    The gradient with respect to the logits (p − y) is formed in forward in the buffer that held the
-    probabilities; backward only scales it by the upstream gradient. About six passes over (N, S) in all.
+    Row-wise fused kernels (logsumexp, softmax) keep each row in cache, and the gradient with respect to the
+    logits (p − y) is formed in forward; backward only scales it by the upstream gradient.
     """
 
     @staticmethod
-    def forward(ctx, true, samp, y_true, true_removed, samp_removed, log_counts, label_smoothing, need_grad):
-        m = torch.maximum(samp.amax(1), true.amax(1)).unsqueeze(1)  # (N, 1) any upper bound stabilises
-        p = (samp - m).exp_()  # (N, S) unnormalised probabilities
-        if log_counts is not None:
-            p.mul_(log_counts.exp())  # a class drawn k times counts k times in the partition sum
-        p.masked_fill_(samp_removed, 0.0)
-        p_true = (true - m).exp().masked_fill_(true_removed, 0.0)  # (N, T)
-        s = p.sum(1, keepdim=True) + p_true.sum(1, keepdim=True)  # (N, 1)
-        s.clamp_min_(torch.finfo(s.dtype).tiny)  # a row with every column removed (ignored) stays finite
-        lse = m + s.log()  # (N, 1)
+    def forward(ctx, true, samp, y_true, log_counts, keep_t, keep_s, label_smoothing, need_grad):
+        z = samp if log_counts is None else samp + log_counts  # a class drawn k times counts k times
+        # one fused row-wise pass gives softmax(z); log-sum-exp follows from its largest entry (>= 1/S, so exact
+        # to rounding): lse = z_ij* − log p_ij*. torch.logsumexp would take four more passes over (N, S).
+        p = torch.softmax(z, 1)  # (N, S)
+        p_max, j_max = p.max(1, keepdim=True)  # (N, 1)
+        lse_s = z.gather(1, j_max) - p_max.log()  # (N, 1)
+        lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
         eps = label_smoothing
-        y_t = y_true
-        if eps:
-            keep_t, keep_s = (~true_removed).to(true.dtype), (~samp_removed).to(true.dtype)
-            k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1) candidates per row
+        y_t, smooth = y_true, 0.0
+        if eps:  # the target spreads eps over the K_i non-removed candidates
+            k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1)
             y_t = (1 - eps) * y_true + eps * keep_t / k
-            z_s = samp if log_counts is None else samp + log_counts
-            smooth_s = eps / k.squeeze(1) * (z_s * keep_s).sum(1)  # (N,)
-        else:
-            smooth_s = 0.0
-        # loss_i = lse_i − Σ_c y_ic z_ic over the non-removed columns (y of removed true columns is 0)
-        loss = lse.squeeze(1) - (y_t * true.masked_fill(true_removed, 0.0)).sum(1) - smooth_s
+            smooth = eps / k.squeeze(1) * (z * keep_s).sum(1)  # (N,)
+        # loss_i = lse_i − Σ_c y_ic z_ic (y is 0 on removed columns, whose finite mask value then adds 0)
+        loss = lse.squeeze(1) - (y_t * true).sum(1) - smooth
         if need_grad:
-            p.div_(s)  # softmax over the candidates: dloss/dz of the sampled block
+            p.mul_((lse_s - lse).exp_())  # (N, S) softmax over all candidates, true columns included
             if eps:
                 p.sub_(eps * keep_s / k)
-            ctx.save_for_backward(p, p_true / s - y_t)
+            ctx.save_for_backward(p, (true - lse).exp_() - y_t)
         return loss
 
     @staticmethod
@@ -636,6 +692,9 @@ def candidate_softmax_cross_entropy(s: SampledLogits, label_smoothing: float = 0
     """
     log_counts = None if s.counts is None else s.counts.to(s.sampled.dtype).log()
     need_grad = torch.is_grad_enabled() and (s.true.requires_grad or s.sampled.requires_grad)
+    keep_t = keep_s = None
+    if label_smoothing:
+        keep_t, keep_s = (~s.true_removed).to(s.true.dtype), (~s.sampled_removed).to(s.true.dtype)
     return _CandidateSoftmaxCE.apply(
-        s.true, s.sampled, s.labels, s.true_removed, s.sampled_removed, log_counts, float(label_smoothing), need_grad
+        s.true, s.sampled, s.labels, log_counts, keep_t, keep_s, float(label_smoothing), need_grad
     )

@@ -395,11 +395,12 @@ class SampledSoftmaxLoss(SampledLossBase):
 def _logistic_loss(s: SampledLogits, y_true: Tensor) -> Tensor:
     """Σ over the non-removed columns of BCE(z, y): labels y_true on the true columns, 0 on the sampled ones (each
     sampled column weighted by its draw multiplicity). Shape: -> (N,)"""
-    per_t = F.binary_cross_entropy_with_logits(s.true, y_true, reduction="none").masked_fill(s.true_removed, 0.0)
+    # removed entries hold a large negative finite logit: BCE(mask, 0) = 0 exactly, with zero gradient
+    per_t = F.binary_cross_entropy_with_logits(s.true, y_true, reduction="none")  # (N, T)
     per_s = F.softplus(s.sampled)  # BCE(z, 0) = log(1 + e^z)  (N, S)
     if s.counts is not None:
         per_s = per_s * s.counts.to(per_s.dtype)
-    return per_t.sum(1) + per_s.masked_fill(s.sampled_removed, 0.0).sum(1)
+    return per_t.sum(1) + per_s.sum(1)
 
 
 class NCELoss(SampledLossBase):

@@ -194,7 +194,7 @@ def test_mask_value_is_finite_and_exp_underflows(dtype):
 @pytest.mark.parametrize("eps", [0.0, 0.15])
 @pytest.mark.parametrize("with_counts", [False, True])
 def test_candidate_softmax_matches_log_softmax_of_masked_logits_and_gradchecks(eps, with_counts):
-    from sampledsoftmax.functional import SampledLogits, candidate_softmax_cross_entropy
+    from sampledsoftmax.functional import Removed, SampledLogits, candidate_softmax_cross_entropy
 
     g = torch.Generator().manual_seed(9)
     n, t_, s_ = 6, 2, 5
@@ -204,7 +204,13 @@ def test_candidate_softmax_matches_log_softmax_of_masked_logits_and_gradchecks(e
     true_removed[0, 1] = True
     samp_removed = torch.rand(n, s_, generator=g) < 0.3
     counts = torch.randint(1, 4, (s_,), generator=g).double() if with_counts else None
-    sl = SampledLogits(true, samp, true_removed, samp_removed, counts)
+    neg = mask_value(torch.float64)
+
+    def build(a, b):  # as sampled_logits hands them over: removed entries at the finite mask value
+        return SampledLogits(a.masked_fill(true_removed, neg), b.masked_fill(samp_removed, neg), true_removed,
+                             Removed(dense=samp_removed), counts)
+
+    sl = build(true, samp)
     got = candidate_softmax_cross_entropy(sl, eps)
     # reference: TF layout, log-multiplicity added, smoothing over the non-removed columns
     z = torch.cat([true, samp + (counts.log() if with_counts else 0)], 1)
@@ -216,5 +222,23 @@ def test_candidate_softmax_matches_log_softmax_of_masked_logits_and_gradchecks(e
     ref = -(y * z.log_softmax(1)).masked_fill(removed, 0).sum(1)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
-        lambda a, b: candidate_softmax_cross_entropy(SampledLogits(a, b, true_removed, samp_removed, counts), eps), (true, samp)
+        lambda a, b: candidate_softmax_cross_entropy(build(a, b), eps), (true, samp),
     )
+
+
+def test_shared_hits_by_binary_search_equals_broadcast_compare():
+    from sampledsoftmax.functional import _shared_hits
+
+    g = torch.Generator().manual_seed(10)
+    ids = torch.randint(12, (40,), generator=g)  # many duplicates
+    ids[3] = -1  # no candidate
+    target = torch.randint(12, (25, 3), generator=g)
+    target[0] = -1  # padding row
+    target[1, 2] = -1
+    ref = (ids.view(1, -1, 1) == target.unsqueeze(1)).any(-1) & (ids >= 0)  # (-1 padding vs -1 id excluded)
+    rows, cols = _shared_hits(ids, target)
+    got = torch.zeros_like(ref)
+    got[rows, cols] = True
+    pairs = ((ids.view(1, -1, 1) == target.unsqueeze(1)) & (ids.view(1, -1, 1) >= 0)).sum()  # (row, label, col)
+    assert torch.equal(got, ref) and len(rows) == int(pairs)
+    assert not got[0].any()
