@@ -148,13 +148,85 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------- train
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train skip-gram word embeddings with any loss (YAML config)",
+        description="Train a skip-gram model as configured in CONFIG (YAML; every key has a default in "
+        "sampledsoftmax.embeddings.config), log to TensorBoard under runs_root/name, checkpoint, and evaluate "
+        "every loss by the same exact full-softmax metric. Example: sampledsoftmax train configs/quickstart.yaml "
+        "--set loss.name=sampled --set loss.sampler=log_uniform",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: all defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set loss.name=full (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in runs_root/name from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from sampledsoftmax.embeddings.config import load_config
+    from sampledsoftmax.embeddings.train import train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume, quiet=args.quiet)
+    m = result["metrics"]
+    summary = " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/"))
+    print(f"run: {result['run_dir']}  step {result['step']}  {summary}")
+    print(f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
+    return 130 if result["stopped"] else 0
+
+
+# ----------------------------------------------------------------------------------------------------- export
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a run's word vectors in word2vec format (gensim loads them)",
+        description="Write the input vectors of RUN_DIR's last checkpoint (or --checkpoint best) in word2vec "
+        "text or binary format, in frequency order, plus a PATH.vocab file of word counts "
+        "(gensim: KeyedVectors.load_word2vec_format(PATH, binary=..., fvocab=PATH + '.vocab')).",
+    )
+    p.add_argument("run_dir", help="a run directory (runs_root/name)")
+    p.add_argument("--format", choices=("word2vec", "word2vec-binary"), default="word2vec")
+    p.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    p.add_argument("--out", default=None, help="output path (default: RUN_DIR/vectors.txt or vectors.bin)")
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+    from sampledsoftmax.embeddings.export import export_word2vec
+    from sampledsoftmax.embeddings.vocab import Vocab
+
+    run_dir = Path(args.run_dir)
+    state = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    vocab_path = run_dir / "vocab.tsv"
+    if not vocab_path.is_file():
+        raise SampledSoftmaxError(f"{vocab_path} is missing; RUN_DIR must be a directory written by sampledsoftmax train")
+    vocab = Vocab.load(vocab_path)
+    vectors = state["model"]["embed.weight"].float().numpy()
+    binary = args.format == "word2vec-binary"
+    out = Path(args.out) if args.out else run_dir / ("vectors.bin" if binary else "vectors.txt")
+    export_word2vec(vectors, vocab, out, binary=binary)
+    print(f"wrote {out} ({vectors.shape[0]} words x {vectors.shape[1]}) and {out}.vocab")
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Exact and candidate-sampling softmax losses: benchmarks and tools.")
+    parser = _Parser(prog=PROG, description="Exact and candidate-sampling softmax losses: train, export, benchmark.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:

@@ -489,10 +489,16 @@ class InBatchSoftmaxLoss(SampledSoftmaxLoss):
 
     def __init__(self, num_classes: int, dim: int, *, counts=None, alpha: float = 1.0, ema: float = 0.01,
                  subtract_log_q: bool = True, **kwargs):
-        kwargs.pop("num_sampled", None)
+        if kwargs.pop("num_sampled", None) is not None:
+            raise InputError("InBatchSoftmaxLoss takes no num_sampled: its candidates are the batch's own targets")
         sampler = kwargs.pop("sampler", None)
         if sampler is None or sampler == "inbatch":
             sampler = InBatchSampler(num_classes, counts=counts, alpha=alpha, ema=ema)
+        elif not isinstance(sampler, InBatchSampler):
+            raise InputError(
+                f"InBatchSoftmaxLoss draws its candidates from the batch; got sampler={sampler!r}. "
+                f"Use loss 'sampled' for a sampler, or pass counts= for the in-batch correction"
+            )
         super().__init__(num_classes, dim, sampler=sampler, num_sampled=None, subtract_log_q=subtract_log_q,
                          remove_accidental_hits=True, **kwargs)
 

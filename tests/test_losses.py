@@ -500,3 +500,10 @@ def test_core_import_pulls_in_nothing_beyond_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     new = set(eval(out))
     assert new <= {"sampledsoftmax", "difflib"}, new
+
+
+def test_inbatch_rejects_a_foreign_sampler_and_num_sampled():
+    with pytest.raises(InputError, match="draws its candidates from the batch"):
+        InBatchSoftmaxLoss(V, D, sampler=LogUniformSampler(V))
+    with pytest.raises(InputError, match="takes no num_sampled"):
+        InBatchSoftmaxLoss(V, D, num_sampled=64)

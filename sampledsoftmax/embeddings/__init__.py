@@ -1,0 +1,1 @@
+"""The skip-gram word-embedding trainer: config, corpus, vocabulary, pairs, model, training loop, evaluation."""

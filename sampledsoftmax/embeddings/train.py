@@ -1,0 +1,369 @@
+"""The skip-gram trainer: config -> data -> model + loss -> training loop -> TensorBoard, checkpoints, vectors.
+
+`loss.name` (full, sampled, nce, negative, inbatch) is the only thing that changes between losses: the loss comes from
+the registry, and every loss is evaluated by the same exact full-softmax metric on the same held-out pairs.
+
+Learning rate: `optim.alpha` is the per-pair rate, as in word2vec, decayed linearly to `optim.min_alpha` over the
+run. For SGD the batch loss is summed over its pairs (each pair moves the weights by alpha, as in word2vec); for
+Adagrad/Adam (scale-invariant) it is the mean. `train/objective` always logs the per-pair mean.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .. import LOSSES, build_loss, build_sampler
+from ..errors import ConfigError, DataError
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, config_to_dict, save_config
+from .model import SkipGram
+from .tblog import RunLogger
+
+
+# --------------------------------------------------------------------------------------------------- building
+
+
+@dataclass
+class Data:
+    vocab: Any  # Vocab
+    pairs: Any  # SkipGramPairs: the training stream
+    eval_centers: torch.Tensor  # (P,) held-out pairs
+    eval_contexts: torch.Tensor  # (P,)
+    planted: Any = None  # PlantedCorpus when the corpus is synthetic
+    bayes_ce: Optional[tuple[float, float]] = None  # (mean, standard error) on the held-out pairs
+
+
+def build_data(cfg: Config) -> Data:
+    from .pairs import SkipGramPairs, heldout_pairs
+
+    d = cfg.data
+    planted = None
+    if d.corpus == "synthetic":
+        from .synthetic import PlantedCorpus
+
+        planted = PlantedCorpus(d.synthetic)
+        ids, heldout_ids, vocab = planted.generate()
+    else:
+        from .corpus import load_corpus
+
+        cache = Path(d.cache_dir) if d.cache_dir else Path(cfg.runs_root) / ".cache"
+        enc = load_corpus(
+            d.corpus, lowercase=d.lowercase, token_pattern=d.token_pattern, min_count=d.min_count,
+            max_final_vocab=d.max_final_vocab, heldout_fraction=d.heldout_fraction, seed=cfg.train.seed,
+            cache_dir=cache,
+        )
+        ids, heldout_ids, vocab = enc.ids, enc.heldout_ids, enc.vocab
+    pairs = SkipGramPairs(
+        ids, vocab.counts, window=d.window, sample=d.sample, dynamic_window=d.dynamic_window,
+        batch_size=cfg.optim.batch_size, seed=cfg.train.seed,
+    )
+    centers, contexts = heldout_pairs(heldout_ids, d.window, d.max_heldout_pairs, seed=cfg.train.seed)
+    if len(centers) == 0:
+        raise DataError(
+            "no held-out pairs to evaluate on: the held-out part of the corpus is empty; "
+            "raise data.heldout_fraction (or the synthetic corpus's heldout_sentences)"
+        )
+    bayes = planted.bayes_ce(centers, contexts) if planted is not None else None
+    return Data(vocab, pairs, torch.as_tensor(centers), torch.as_tensor(contexts), planted, bayes)
+
+
+def build_loss_fn(cfg: Config, vocab, generator: torch.Generator):
+    """The output layer + loss from the registry, by `loss.name`; the sampler from `loss.sampler`."""
+    lc, v, dim = cfg.loss, len(vocab), cfg.model.dim
+    cls = LOSSES[lc.name]
+    kw: dict[str, Any] = {}
+    if lc.name == "full":
+        kw.update(label_smoothing=lc.label_smoothing, memory_budget_mb=lc.memory_budget_mb)
+    elif lc.name == "inbatch":
+        # the batch's contexts are drawn from the (subsampled) unigram distribution: correct by the known counts
+        kw.update(counts=torch.tensor(vocab.counts, dtype=torch.float64), subtract_log_q=lc.subtract_log_q,
+                  sparse=lc.sparse, generator=generator)
+    else:
+        if lc.num_sampled >= v:
+            raise ConfigError(
+                f"loss.num_sampled={lc.num_sampled} must be below the vocabulary size {v}; "
+                f"lower loss.num_sampled or data.min_count"
+            )
+        skw = {"alpha": lc.ns_exponent} if lc.sampler in ("unigram", "learned_unigram") else {}
+        sampler = build_sampler(lc.sampler, v, counts=torch.tensor(vocab.counts, dtype=torch.float64), **skw)
+        kw.update(sampler=sampler, num_sampled=lc.num_sampled, sparse=lc.sparse, generator=generator)
+        if lc.remove_accidental_hits is not None and lc.name != "negative":
+            kw["remove_accidental_hits"] = lc.remove_accidental_hits
+        if lc.name == "sampled":
+            kw.update(subtract_log_q=lc.subtract_log_q, label_smoothing=lc.label_smoothing)
+        if lc.name == "negative" and lc.remove_accidental_hits is False:
+            kw["collisions"] = "keep"
+    loss_fn = build_loss(lc.name, v, dim, **kw)
+    with torch.no_grad():
+        loss_fn.weight.zero_()  # word2vec's output table starts at zero
+    assert loss_fn.is_sampled == cls.is_sampled
+    return loss_fn
+
+
+def build_optimizers(name: str, model: SkipGram, loss_fn, lr: float) -> list[torch.optim.Optimizer]:
+    """SGD and Adagrad take sparse and dense gradients; Adam/SparseAdam split them (SparseAdam updates only the rows
+    in the batch, Adam the dense rest)."""
+    params = list(model.parameters()) + list(loss_fn.parameters())
+    if name == "sgd":
+        return [torch.optim.SGD(params, lr=lr)]
+    if name == "adagrad":
+        return [torch.optim.Adagrad(params, lr=lr)]
+    sparse_ids = {id(model.embed.weight)} if model.embed.sparse else set()
+    if getattr(loss_fn, "sparse", False):
+        sparse_ids |= {id(p) for p in loss_fn.parameters()}
+    sparse = [p for p in params if id(p) in sparse_ids]
+    dense = [p for p in params if id(p) not in sparse_ids]
+    opts: list[torch.optim.Optimizer] = []
+    if sparse:
+        opts.append(torch.optim.SparseAdam(sparse, lr=lr))
+    if dense:
+        opts.append(torch.optim.Adam(dense, lr=lr))
+    return opts
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def lr_at(step: int, total: int, alpha: float, min_alpha: float) -> float:
+    """word2vec's linear decay from alpha to min_alpha over the run."""
+    return alpha - (alpha - min_alpha) * min(step / max(total, 1), 1.0)
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# --------------------------------------------------------------------------------------------------- run directory
+
+
+def prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    """The run directory. A new run never overwrites one that has a checkpoint: it gets the next free suffix."""
+    run_dir = Path(cfg.runs_root) / cfg.name
+    if resume:
+        if not (run_dir / "last.pt").is_file():
+            raise DataError(f"nothing to resume in {run_dir} (no last.pt); drop --resume to start a new run")
+        return run_dir
+    base, k = run_dir, 1
+    while (run_dir / "last.pt").exists():
+        run_dir = base.with_name(f"{base.name}-{k}")
+        k += 1
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise DataError(
+            f"cannot write the run directory {run_dir}: {exc.strerror}; set runs_root to a writable directory"
+        ) from None
+    return run_dir
+
+
+@contextmanager
+def interruptible():
+    """First Ctrl-C sets a flag that the loop checks between steps (it then checkpoints and stops cleanly); a second
+    Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        flag["stop"] = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not in the main thread: leave signals alone
+        yield flag
+        return
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+
+
+def run_eval(cfg: Config, data: Data, model: SkipGram, loss_fn, device: torch.device, step: int) -> dict[str, float]:
+    """Exact held-out metrics (the same for every loss), word-similarity/analogy sets, sampled-vs-exact bias."""
+    from .evaluate import analogy, bias_diagnostics, exact_metrics, resolve_eval_path, word_similarity
+
+    model.eval()
+    loss_fn.eval()  # stateful samplers (learned unigram, in-batch estimates) must not learn from held-out data
+    try:
+        c, x = data.eval_centers.to(device), data.eval_contexts.to(device)
+        m = exact_metrics(loss_fn, model, c, x, cfg.eval.batch_size)
+        out = {f"eval/{k}": float(v) for k, v in m.items()}
+        if data.bayes_ce is not None:
+            out["eval/bayes_ce"] = data.bayes_ce[0]
+            out["eval/excess_ce"] = out["eval/full_ce"] - data.bayes_ce[0]
+        vectors = model.vectors.detach().float().cpu().numpy()
+        for key in ("wordsim", "simlex"):
+            value = getattr(cfg.eval, key)
+            if value:
+                out[f"eval/{key}"] = word_similarity(vectors, data.vocab, resolve_eval_path(value, key))["spearman"]
+        if cfg.eval.analogy:
+            path = resolve_eval_path(cfg.eval.analogy, "analogy")
+            out["eval/analogy"] = analogy(vectors, data.vocab, path, restrict=cfg.eval.analogy_restrict)["accuracy"]
+        if cfg.eval.bias_diagnostics and loss_fn.is_sampled:
+            n = min(len(c), cfg.eval.batch_size)
+            saved = loss_fn.generator
+            loss_fn.generator = torch.Generator(device=device).manual_seed(cfg.train.seed + 7919 * step)
+            try:  # a separate generator: evaluation never shifts the training stream's random numbers
+                b = bias_diagnostics(loss_fn, model, c[:n], x[:n])
+            finally:
+                loss_fn.generator = saved
+            out["bias/exact_minus_objective"] = float(b["exact_minus_objective"])
+            out["bias/grad_cosine"] = float(b["grad_cosine"])
+        return out
+    finally:
+        model.train()
+        loss_fn.train()
+
+
+# --------------------------------------------------------------------------------------------------- the loop
+
+
+def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_step: Optional[int] = None) -> dict:
+    """Train a skip-gram model as configured. Returns the final metrics and the run directory.
+
+    `stop_at_step` checkpoints and stops before that step, as Ctrl-C does (used to test interruption + resume).
+    """
+    run_dir = prepare_run_dir(cfg, resume)
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.bf16 and device.type != "cuda":
+        raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
+    data = build_data(cfg)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    opt_name = cfg.optim.name
+    model = SkipGram(len(data.vocab), cfg.model.dim, sparse=opt_name != "adam").to(device)
+    loss_fn = build_loss_fn(cfg, data.vocab, gen).to(device)
+    opts = build_optimizers(opt_name, model, loss_fn, cfg.optim.alpha)
+    batches_per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size))
+    total = cfg.train.max_steps or cfg.train.epochs * batches_per_epoch
+    scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0  # SGD: per-pair rate alpha, as word2vec
+    step, epoch, batch, best = 0, 0, 0, math.inf
+    run_sum = torch.zeros((), dtype=torch.float64, device=device)  # float64 running objective, no per-step sync
+    run_n = 0
+    if resume:
+        state = load_checkpoint(run_dir / "last.pt")
+        _check_resumable(state, cfg, data)
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        for o, s in zip(opts, state["optimizers"]):
+            o.load_state_dict(s)
+        step, epoch, batch, best = state["step"], state["epoch"], state["batch"], state["best_ce"]
+        run_sum.fill_(state["run_sum"])
+        run_n = state["run_n"]
+        torch.set_rng_state(state["rng_torch"])
+        gen.set_state(state["rng_loss"])
+    else:
+        save_config(cfg, run_dir / "config.yaml")
+        data.vocab.save(run_dir / "vocab.tsv")
+
+    def checkpoint(path_name: str = "last.pt") -> None:
+        save_checkpoint({
+            "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
+            "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "run_sum": float(run_sum), "run_n": run_n,
+            "rng_torch": torch.get_rng_state(), "rng_loss": gen.get_state(), "config": config_to_dict(cfg),
+            "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "format": 1,
+        }, run_dir / path_name)
+
+    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet)
+    log.message(f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name} steps={total}; "
+                f"TensorBoard: tensorboard --logdir {Path(cfg.runs_root)}")
+    if not resume:
+        log.hparams(config_to_dict(cfg))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
+    metrics: dict[str, float] = {}
+    t_log, n_pairs = time.perf_counter(), 0
+    stopped = False
+    try:
+        with interruptible() as flag:
+            while step < total and (cfg.train.max_steps or epoch < cfg.train.epochs):  # max_steps may span epochs
+                for centers, contexts in data.pairs.epoch_batches(epoch, start_batch=batch):
+                    if step >= total or flag["stop"] or step == stop_at_step:
+                        break
+                    lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
+                    for o in opts:
+                        for group in o.param_groups:
+                            group["lr"] = lr
+                    if step % cfg.eval.every == 0:
+                        metrics = run_eval(cfg, data, model, loss_fn, device, step)
+                        log.scalars(metrics, step)
+                        log.flush()
+                        if metrics["eval/full_ce"] < best:
+                            best = metrics["eval/full_ce"]
+                            checkpoint("best.pt")
+                        t_log = time.perf_counter()  # evaluation time is not training throughput
+                    if step % cfg.train.checkpoint_every == 0 and step > 0:
+                        checkpoint()
+                    c = torch.as_tensor(centers, device=device)
+                    x = torch.as_tensor(contexts, device=device)
+                    with amp:
+                        loss = loss_fn(model(c), x)
+                    for o in opts:
+                        o.zero_grad(set_to_none=True)
+                    (loss * scale).backward()
+                    for o in opts:
+                        o.step()
+                    run_sum += loss.detach().double()
+                    run_n += 1
+                    n_pairs += len(centers)
+                    step += 1
+                    batch += 1
+                    if step % cfg.train.log_every == 0:
+                        dt = time.perf_counter() - t_log
+                        values = {"train/objective": float(run_sum) / run_n,  # .item(): a sync, on log steps only
+                                  "train/lr": lr, "perf/pairs_per_sec": n_pairs / dt,
+                                  "perf/step_ms": 1000 * dt / max(1, cfg.train.log_every),
+                                  "sys/peak_mem_mb": peak_mem_mb(device)}
+                        log.scalars(values, step)
+                        log.progress(step, values)
+                        run_sum.zero_()
+                        run_n, n_pairs, t_log = 0, 0, time.perf_counter()
+                else:
+                    epoch, batch = epoch + 1, 0
+                    continue
+                break  # stopped inside the epoch
+            stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            if not stopped:
+                metrics = run_eval(cfg, data, model, loss_fn, device, step)
+                log.scalars(metrics, step)
+                if metrics["eval/full_ce"] < best:
+                    best = metrics["eval/full_ce"]
+                    checkpoint("best.pt")
+                k = min(cfg.eval.projector_words, len(data.vocab))
+                log.projector(model.vectors[:k].detach().float().cpu(), data.vocab.words[:k], step)
+            checkpoint()
+    finally:
+        log.close()
+    if stopped:
+        log.message(f"stopped at step {step}: checkpoint saved; continue with --resume")
+    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best}
+
+
+def _check_resumable(state: dict, cfg: Config, data: Data) -> None:
+    if state.get("vocab_hash") != data.vocab.hash():
+        raise ConfigError("the checkpoint was trained on a different vocabulary (corpus or data.* settings changed); "
+                          "start a new run instead of --resume")
+    if state.get("loss_name") != cfg.loss.name:
+        raise ConfigError(f"the checkpoint was trained with loss.name={state.get('loss_name')}, not "
+                          f"{cfg.loss.name}; start a new run instead of --resume")
