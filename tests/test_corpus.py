@@ -68,7 +68,7 @@ def one_line(exc: pytest.ExceptionInfo) -> str:
     return msg
 
 
-# ---- tokenizer and reading -----------------------------------------------------------------------------------------
+# ---- tokenizer and reading -------------------------------------------------------------------------------------------
 
 def test_tokenize_lowercases_then_matches():
     assert tokenize("The Dog's DOG, 3 dogs.") == ["the", "dog's", "dog", "dogs"]
@@ -181,7 +181,7 @@ def test_long_lines_are_split_every_max_sentence_tokens_raw_tokens(tmp_path):
     assert c.stats["sentences"] == 2 + 3
 
 
-# ---- vocabulary ----------------------------------------------------------------------------------------------------
+# ---- vocabulary ------------------------------------------------------------------------------------------------------
 
 def test_vocab_sorted_by_count_then_word():
     v = Vocab.from_counts({"b": 3, "a": 3, "c": 5, "d": 1, "e": 3})
@@ -249,7 +249,7 @@ def test_token_pattern_matching_whitespace_is_a_data_error(tmp_path):
     assert "data.token_pattern" in one_line(e)
 
 
-# ---- held-out split ------------------------------------------------------------------------------------------------
+# ---- held-out split --------------------------------------------------------------------------------------------------
 
 def numbered_corpus(tmp_path: Path, n: int) -> Path:
     """Line i spells i in 'digit words' (da..dj) and ends with 'end': every line is a distinct sentence made only of
@@ -297,7 +297,7 @@ def test_heldout_fraction_zero_and_tiny(tmp_path):
         load(path, heldout_fraction=1.0)
 
 
-# ---- cache ---------------------------------------------------------------------------------------------------------
+# ---- cache -----------------------------------------------------------------------------------------------------------
 
 def test_cache_hit_on_second_load_and_invalidated_by_a_change(tmp_path):
     path = numbered_corpus(tmp_path, 200)
@@ -322,6 +322,12 @@ def test_cache_hit_on_second_load_and_invalidated_by_a_change(tmp_path):
     third = load(path, heldout_fraction=0.1, cache_dir=cache)
     assert third.stats["cache"] == "miss" and third.stats["sentences"] == 201
     assert load(path, heldout_fraction=0.1, cache_dir=cache).stats["cache"] == "hit"
+    # same size, new content and modification time: a miss
+    text = path.read_text()
+    path.write_text(text.replace("brand", "grand"))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 2 * 10**9))
+    assert path.stat().st_size == st.st_size
+    assert load(path, heldout_fraction=0.1, cache_dir=cache).stats["cache"] == "miss"
 
 
 def test_unreadable_cache_is_rebuilt(tmp_path):
@@ -333,7 +339,7 @@ def test_unreadable_cache_is_rebuilt(tmp_path):
     np.testing.assert_array_equal(again.ids, first.ids)
 
 
-# ---- errors --------------------------------------------------------------------------------------------------------
+# ---- errors ----------------------------------------------------------------------------------------------------------
 
 def test_missing_path(tmp_path):
     with pytest.raises(DataError) as e:

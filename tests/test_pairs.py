@@ -64,7 +64,7 @@ def counts_of(ids, vocab: int) -> np.ndarray:
     return np.bincount(ids[ids >= 0], minlength=vocab)
 
 
-# ---- keep probability ----------------------------------------------------------------------------------------------
+# ---- keep probability ------------------------------------------------------------------------------------------------
 
 def test_keep_probability_matches_word2vec_c():
     counts = np.array([50_000, 20_000, 3_000, 700, 80, 5, 1, 0])
@@ -101,14 +101,22 @@ def test_full_window_pairs_equal_brute_force(window, chunk_tokens, batch_size):
     assert len(batches) == p.num_batches(0) and len(centers) == p.num_pairs(0) == p.estimated_pairs_per_epoch()
 
 
-def test_pairs_are_shuffled():
-    ids = random_corpus(3000, 50, seed=1, break_rate=0.0)
-    p = SkipGramPairs(ids, counts_of(ids, 50), window=3, sample=0, dynamic_window=False, batch_size=10**6, seed=0)
-    centers, _ = next(p.epoch_batches(0))
-    # in generation order, the centers of one offset follow the corpus; shuffled, neighbours are independent draws
-    repeats = np.mean(centers[1:] == centers[:-1])
-    expected = np.sum((counts_of(ids, 50) / len(ids)) ** 2)
-    assert abs(repeats - expected) < 0.02
+def test_pairs_and_chunks_are_shuffled():
+    n, chunk = 20_000, 2_000
+    ids = np.arange(n)  # every token its own word: a pair tells its position
+    p = SkipGramPairs(ids, np.ones(n, dtype=np.int64), window=3, sample=0, dynamic_window=False,
+                      batch_size=1000, seed=0, chunk_tokens=chunk)
+    order = p.chunk_order(0)
+    assert sorted(order.tolist()) == list(range(n // chunk)) and order.tolist() != sorted(order.tolist())
+    centers, contexts = collect(p.epoch_batches(0))
+    per_chunk = int(p.chunk_pair_counts(0)[order[0]])
+    assert per_chunk >= 6 * chunk - 12
+    np.testing.assert_array_equal(centers[:per_chunk] // chunk, order[0])  # the first chunk visited comes first
+    # within a chunk, consecutive pairs are independent: their centers are rarely neighbours (p ~ 7 / 2000)
+    near = np.abs(np.diff(centers[:per_chunk])) <= 3
+    assert near.mean() < 0.02
+    # and the offsets are mixed from the first pairs on
+    assert set(np.abs(centers[:30] - contexts[:30]).tolist()) == {1, 2, 3}
 
 
 def positional_corpus(n: int, seed: int, break_rate: float) -> np.ndarray:
@@ -174,7 +182,7 @@ def test_subsampled_tokens_are_removed_before_windowing():
     assert as_counter(*collect(p.epoch_batches(2))) == brute_force_pairs(kept, 2)
 
 
-# ---- determinism and resume --------------------------------------------------------------------------------------------
+# ---- determinism and resume ------------------------------------------------------------------------------------------
 
 def test_start_batch_resumes_the_exact_stream():
     ids = random_corpus(5000, 60, seed=5)
@@ -213,7 +221,7 @@ def test_chunking_does_not_change_the_pairs_of_an_epoch():
     assert sets[0] == sets[1]  # subsampling depends on (seed, epoch) only, and no pair is lost at chunk edges
 
 
-# ---- held-out pairs ----------------------------------------------------------------------------------------------------
+# ---- held-out pairs --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("block", [1, 5, 1 << 20])
 def test_heldout_pairs_equal_brute_force_when_uncapped(block):
@@ -249,7 +257,7 @@ def test_heldout_pairs_capped_uniformly():
     assert heldout_pairs(np.array([-1, 3, -1, 4]), 2)[0].shape == (0,)
 
 
-# ---- errors --------------------------------------------------------------------------------------------------------
+# ---- errors ----------------------------------------------------------------------------------------------------------
 
 def test_errors():
     ids = np.array([0, 1, 2, -1, 1])

@@ -43,7 +43,6 @@ import bz2
 import codecs
 import gzip
 import hashlib
-import io
 import json
 import logging
 import lzma
@@ -89,7 +88,7 @@ _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".lzma": lzma.
 PathLike = Union[str, os.PathLike]
 
 
-# ---- reading -------------------------------------------------------------------------------------------------------
+# ---- reading ---------------------------------------------------------------------------------------------------------
 
 _decode_errors = threading.local()
 
@@ -130,7 +129,7 @@ def corpus_files(path: PathLike) -> list[Path]:
 
 
 def _last_whitespace(text: str) -> int:
-    return len(text) - 2
+    return max(text.rfind(c) for c in _ASCII_WHITESPACE)
 
 
 def _read_file(path: Path, chunk_bytes: int, stats: dict) -> Iterator[str]:
@@ -179,7 +178,7 @@ def iter_texts(path: PathLike, chunk_bytes: int = DEFAULT_CHUNK_BYTES, stats: Op
         yield from _read_file(f, chunk_bytes, stats)
 
 
-# ---- tokenizer -----------------------------------------------------------------------------------------------------
+# ---- tokenizer -------------------------------------------------------------------------------------------------------
 
 def _checked_pattern(token_pattern: str) -> re.Pattern:
     try:
@@ -208,7 +207,7 @@ def tokenize(text: str, lowercase: bool = True, token_pattern: str = DEFAULT_TOK
     return compile_token_pattern(token_pattern).findall(text.lower() if lowercase else text)
 
 
-# ---- encoding ------------------------------------------------------------------------------------------------------
+# ---- encoding --------------------------------------------------------------------------------------------------------
 
 @dataclass
 class EncodedCorpus:
@@ -320,7 +319,7 @@ def _encode(texts: Iterable[str], path: PathLike, lowercase: bool, token_pattern
     return vocab, out[0], out[1], stats
 
 
-# ---- cache ---------------------------------------------------------------------------------------------------------
+# ---- cache -----------------------------------------------------------------------------------------------------------
 
 def _cache_key(files: list[Path], settings: dict) -> str:
     listing = []
@@ -349,7 +348,7 @@ def _load_cache(path: Path) -> EncodedCorpus:
         return EncodedCorpus(vocab, z["ids"], z["heldout_ids"], stats)
 
 
-# ---- entry point ---------------------------------------------------------------------------------------------------
+# ---- entry point -----------------------------------------------------------------------------------------------------
 
 def load_corpus(path: PathLike, *, lowercase: bool = True, token_pattern: str = DEFAULT_TOKEN_PATTERN,
                 min_count: int = 5, max_final_vocab: Optional[int] = None, heldout_fraction: float = 0.01,

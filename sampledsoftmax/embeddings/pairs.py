@@ -137,7 +137,7 @@ class SkipGramPairs:
                             "lower data.min_count")
         self._state: Optional[tuple] = None  # (epoch, kept stream, chunk pair counts or None)
 
-    # ---- per-epoch state --------------------------------------------------------------------------------------------
+    # ---- per-epoch state ---------------------------------------------------------------------------------------------
 
     def subsampled_ids(self, epoch: int) -> np.ndarray:
         """The epoch's token stream after subsampling (int, breaks kept): ``(N',)``."""
@@ -201,7 +201,7 @@ class SkipGramPairs:
         randomness of subsampling and window draws, relatively ~1/sqrt(pairs))."""
         return self.num_pairs(0)
 
-    # ---- generation ---------------------------------------------------------------------------------------------
+    # ---- generation --------------------------------------------------------------------------------------------------
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Batch:
         """All pairs of one chunk, shuffled: (centers, contexts), int64 ``(P,)`` each."""
