@@ -88,7 +88,7 @@ class CandidateSample:
         )
 
 
-def expected_count_unique(prob: Tensor, num_tries: Union[int, Tensor]) -> Tensor:
+def expected_count_unique(prob: Tensor, num_tries: Union[int, Tensor], num_samples: Optional[int] = None) -> Tensor:
     """TensorFlow's expected count of a class under sampling without replacement: ``1 - (1 - q)**num_tries``.
 
     ``num_tries`` is the number of draws with replacement it took to find the ``S`` distinct ids. The formula is the
@@ -96,10 +96,15 @@ def expected_count_unique(prob: Tensor, num_tries: Union[int, Tensor]) -> Tensor
     ``num_tries`` is itself random (a stopping time), and it is off most when ``S`` is close to the number of classes.
     Computed in float64 as ``-expm1(num_tries * log1p(-q))`` so that it stays accurate for tiny ``q``.
 
+    When the draws held no duplicate (``num_tries == num_samples``) TensorFlow reports ``num_samples * q``
+    instead (its ExpectedCountHelper shortcut); pass ``num_samples`` to reproduce that.
+
     Shape:
         prob: any shape (float); output: float64, same shape.
     """
     q = prob.to(torch.float64)
+    if num_samples is not None and int(num_tries) == int(num_samples):
+        return q * num_samples
     return -torch.expm1(num_tries * torch.log1p(-q))
 
 
@@ -311,8 +316,9 @@ class CandidateSampler(torch.nn.Module):
             log_q_true = log_s + self._log_prob64(safe_target)  # (N, T)
         else:
             ids, num_tries = self.draw_unique(num_samples, generator, device)  # (S,)
-            log_q_sampled = torch.log(expected_count_unique(torch.exp(self._log_prob64(ids)), num_tries))  # (S,)
-            log_q_true = torch.log(expected_count_unique(torch.exp(self._log_prob64(safe_target)), num_tries))
+            q_ids, q_true = torch.exp(self._log_prob64(ids)), torch.exp(self._log_prob64(safe_target))
+            log_q_sampled = torch.log(expected_count_unique(q_ids, num_tries, num_samples))  # (S,)
+            log_q_true = torch.log(expected_count_unique(q_true, num_tries, num_samples))  # (N, T)
             counts = None
 
         log_q_true = torch.where(valid, log_q_true, 0.0)  # (N, T) padding -> 0, finite

@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# Set up .venv with the test dependencies (incl. tensorflow-cpu for the parity tests) and run the default test suite (slow tests excluded).
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow`.
+# Set up .venv with the test dependencies, and .venv-tf with TensorFlow for the parity tests (tests/tf/reference.py
+# runs there: TensorFlow is kept out of .venv because importing it changes what torch.utils.tensorboard loads and
+# prints), then run the default test suite (slow tests excluded).
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m slow`. SKIP_TF=1 skips the TensorFlow set-up.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-bash "$root/scripts/setup.sh" dev,tf
+bash "$root/scripts/setup.sh" dev
 cd "$root"
+if [ "${SKIP_TF:-0}" != "1" ]; then
+  [ -x .venv-tf/bin/python ] || "${PYTHON:-python3}" -m venv .venv-tf
+  .venv-tf/bin/python -m pip install -q --disable-pip-version-check "tensorflow-cpu==2.21.0" numpy
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -105,6 +105,11 @@ def build_loss_fn(cfg: Config, vocab, generator: torch.Generator):
     loss_fn = build_loss(lc.name, v, dim, **kw)
     with torch.no_grad():
         loss_fn.weight.zero_()  # word2vec's output table starts at zero
+        if loss_fn.bias is not None:
+            # start from the unigram model, log p(c): a self-normalising loss (NCE) otherwise keeps the rarely
+            # sampled classes near logit 0, far above their log-probability, for most of a run
+            counts = torch.tensor(vocab.counts, dtype=torch.float64)
+            loss_fn.bias.copy_((counts / counts.sum()).log())
     assert loss_fn.is_sampled == cls.is_sampled
     return loss_fn
 
@@ -245,6 +250,11 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
 
     `stop_at_step` checkpoints and stops before that step, as Ctrl-C does (used to test interruption + resume).
     """
+    from .evaluate import resolve_eval_path
+
+    for kind in ("wordsim", "simlex", "analogy"):  # a missing evaluation file fails now, not after the first steps
+        if getattr(cfg.eval, kind):
+            resolve_eval_path(getattr(cfg.eval, kind), kind)
     run_dir = prepare_run_dir(cfg, resume)
     torch.manual_seed(cfg.train.seed)
     device = resolve_device(cfg.train.device)
