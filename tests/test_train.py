@@ -247,3 +247,15 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path):
     assert 5 <= state["step"]
     r = _cli([*args, "--resume", "--quiet", "--set", f"train.max_steps={state['step'] + 5}"], tmp_path)
     assert r.returncode == 0, r.stderr
+
+
+def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    # NCE's shared negatives each take one update per pair of the batch: summed SGD at a large rate blows up
+    args = ["train", "--quiet", "--set", f"runs_root={tmp_path}", "--set", "name=div", *sum((["--set", s] for s in TINY), []),
+            "--set", "loss.name=nce", "--set", "loss.num_sampled=64", "--set", "optim.alpha=1.0",
+            "--set", "train.checkpoint_every=5", "--set", "train.epochs=3"]
+    code = main(args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "training diverged" in err[0] and "optim.alpha" in err[0]
+    state = load_checkpoint(tmp_path / "div" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values())

@@ -22,11 +22,15 @@ from typing import Any, Optional
 import torch
 
 from .. import LOSSES, build_loss, build_sampler
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, SampledSoftmaxError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, save_config
 from .model import SkipGram
 from .tblog import RunLogger
+
+
+class TrainingDiverged(SampledSoftmaxError):
+    """The training objective became NaN or infinite."""
 
 
 # --------------------------------------------------------------------------------------------------- building
@@ -289,12 +293,26 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         data.vocab.save(run_dir / "vocab.tsv")
 
     def checkpoint(path_name: str = "last.pt") -> None:
+        # O(V·d) like the save itself: a diverged state never replaces the last good checkpoint
+        if not all(bool(torch.isfinite(p).all()) for p in (*model.parameters(), *loss_fn.parameters())):
+            raise TrainingDiverged(f"training diverged before step {step} (non-finite weights); lower optim.alpha "
+                                   f"(now {cfg.optim.alpha}) or use optim.name=sparse_adam")
         save_checkpoint({
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "run_sum": float(run_sum), "run_n": run_n,
             "rng_torch": torch.get_rng_state(), "rng_loss": gen.get_state(), "config": config_to_dict(cfg),
             "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "format": 1,
         }, run_dir / path_name)
+
+    def evaluate() -> dict[str, float]:
+        nonlocal best
+        m = run_eval(cfg, data, model, loss_fn, device, step)
+        log.scalars(m, step)
+        log.flush()
+        if m["eval/full_ce"] < best:
+            best = m["eval/full_ce"]
+            checkpoint("best.pt")
+        return m
 
     log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet)
     log.message(f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name} steps={total}; "
@@ -303,7 +321,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         log.hparams(config_to_dict(cfg))
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
     metrics: dict[str, float] = {}
-    t_log, n_pairs = time.perf_counter(), 0
+    t_log, n_pairs, n_steps = time.perf_counter(), 0, 0
     stopped = False
     try:
         with interruptible() as flag:
@@ -312,17 +330,11 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     if step >= total or flag["stop"] or step == stop_at_step:
                         break
                     lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
-                    for o in opts:
-                        for group in o.param_groups:
-                            group["lr"] = lr
+                    for group in (g for o in opts for g in o.param_groups):
+                        group["lr"] = lr
                     if step % cfg.eval.every == 0:
-                        metrics = run_eval(cfg, data, model, loss_fn, device, step)
-                        log.scalars(metrics, step)
-                        log.flush()
-                        if metrics["eval/full_ce"] < best:
-                            best = metrics["eval/full_ce"]
-                            checkpoint("best.pt")
-                        t_log = time.perf_counter()  # evaluation time is not training throughput
+                        metrics = evaluate()
+                        t_log, n_pairs, n_steps = time.perf_counter(), 0, 0  # evaluation is not training throughput
                     if step % cfg.train.checkpoint_every == 0 and step > 0:
                         checkpoint()
                     c = torch.as_tensor(centers, device=device)
@@ -337,29 +349,31 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     run_sum += loss.detach().double()
                     run_n += 1
                     n_pairs += len(centers)
+                    n_steps += 1
                     step += 1
                     batch += 1
                     if step % cfg.train.log_every == 0:
                         dt = time.perf_counter() - t_log
                         values = {"train/objective": float(run_sum) / run_n,  # .item(): a sync, on log steps only
                                   "train/lr": lr, "perf/pairs_per_sec": n_pairs / dt,
-                                  "perf/step_ms": 1000 * dt / max(1, cfg.train.log_every),
+                                  "perf/step_ms": 1000 * dt / max(1, n_steps),
                                   "sys/peak_mem_mb": peak_mem_mb(device)}
+                        if not math.isfinite(values["train/objective"]):  # last.pt still holds the last good state
+                            raise TrainingDiverged(
+                                f"training diverged at step {step} (train/objective is "
+                                f"{values['train/objective']}); lower optim.alpha (now {cfg.optim.alpha}) or use "
+                                f"optim.name=sparse_adam")
                         log.scalars(values, step)
                         log.progress(step, values)
                         run_sum.zero_()
-                        run_n, n_pairs, t_log = 0, 0, time.perf_counter()
+                        run_n, n_pairs, n_steps, t_log = 0, 0, 0, time.perf_counter()
                 else:
                     epoch, batch = epoch + 1, 0
                     continue
                 break  # stopped inside the epoch
             stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
-                metrics = run_eval(cfg, data, model, loss_fn, device, step)
-                log.scalars(metrics, step)
-                if metrics["eval/full_ce"] < best:
-                    best = metrics["eval/full_ce"]
-                    checkpoint("best.pt")
+                metrics = evaluate()
                 k = min(cfg.eval.projector_words, len(data.vocab))
                 log.projector(model.vectors[:k].detach().float().cpu(), data.vocab.words[:k], step)
             checkpoint()
