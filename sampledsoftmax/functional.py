@@ -74,9 +74,20 @@ def _acc_dtype(cdt: torch.dtype) -> torch.dtype:
     return torch.promote_types(cdt, torch.float32)
 
 
-def _block_logits(h: Tensor, w: Tensor, b: Optional[Tensor], cdt: torch.dtype) -> Tensor:
-    """fp32 logits of a block: (r, d) x (c, d) -> (r, c)."""
-    z = (h.to(cdt) @ w.to(cdt).t()).to(_acc_dtype(cdt))  # (r, c)
+def _block_logits(h: Tensor, w: Tensor, b: Optional[Tensor], cdt: torch.dtype, out: Optional[Tensor] = None) -> Tensor:
+    """fp32 logits of a block: (r, d) x (c, d) -> (r, c).
+
+    `out` (a reused (>= r, c) buffer) avoids allocating, and first touching, a fresh block of up to the memory
+    budget for every block of rows: on the CPU those page faults cost about as much as the matrix product.
+    """
+    acc = _acc_dtype(cdt)
+    if out is not None and cdt == acc:
+        z = out[: h.shape[0]]
+        if b is not None:
+            return torch.addmm(b.to(acc), h.to(cdt), w.to(cdt).t(), out=z)  # (r, c) bias fused into the product
+        return torch.mm(h.to(cdt), w.to(cdt).t(), out=z)  # (r, c)
+    else:
+        z = (h.to(cdt) @ w.to(cdt).t()).to(acc)  # (r, c)
     if b is not None:
         z += b.to(z.dtype)
     return z
@@ -97,6 +108,69 @@ def _rows_budget(budget_mb: Optional[float]) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 # Exact softmax cross entropy, chunked
 # ---------------------------------------------------------------------------------------------------------------
+
+
+_TILE_BYTES = 2 * 2**20  # one tile of logits stays in cache between its exp and its gradient products
+
+
+def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat, dw, db, lse_known):
+    """Loss, log-sum-exp and gradients for one block of rows over all V classes, in cache-sized column tiles.
+
+    Sweep 1 computes each tile's logits into `flat` and, while the tile is in cache, exponentiates it against the
+    tile's own row max (an online log-sum-exp). Sweep 2 rescales each tile to scale * (p - y) and runs its gradient
+    products while it is in cache. The (r, V) block is thus read from memory about twice instead of six times, and
+    the products total three r×V×d, the minimum. Returns (loss_r, lse_r, dh_r); dw and db accumulate in place.
+    """
+    r, v = h.shape[0], weight.shape[0]
+    acc = flat.dtype
+    width = max(256, _TILE_BYTES // (4 * r))
+    tiles = []  # (c0, c1, view, tile row max, tile row sum of exp)
+    ar = torch.arange(r, device=h.device)
+    z_t = torch.zeros(r, dtype=acc, device=h.device)
+    z_sum = torch.zeros(r, dtype=acc, device=h.device) if eps and lse_known is None else None
+    for c0 in range(0, v, width):
+        c1 = min(v, c0 + width)
+        view = flat[c0 * r : c1 * r].view(r, c1 - c0)
+        z = _block_logits(h, weight[c0:c1], None if bias is None else bias[c0:c1], cdt, out=view)  # (r, w)
+        if z.data_ptr() != view.data_ptr():
+            view.copy_(z)
+            z = view
+        if lse_known is not None:
+            z.sub_(lse_known[:, None]).exp_()  # already normalised: p
+            tiles.append((c0, c1, z, None, None))
+            continue
+        inside = (t >= c0) & (t < c1)
+        z_t += torch.where(inside, z[ar, (t - c0).clamp(0, c1 - c0 - 1)], 0.0)
+        if z_sum is not None:
+            z_sum += z.sum(1)
+        m = z.amax(1)  # (r,) this tile's max
+        z.sub_(m[:, None]).exp_()
+        tiles.append((c0, c1, z, m, z.sum(1)))  # the tile's sum of exp, while it is in cache
+    if lse_known is None:
+        m_all = torch.stack([tile[3] for tile in tiles])  # (tiles, r)
+        s_all = torch.stack([tile[4] for tile in tiles])  # (tiles, r)
+        m_max = m_all.amax(0)  # (r,)
+        lse = m_max + torch.log((s_all * torch.exp(m_all - m_max)).sum(0))  # (r,)
+        loss_r = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
+    else:
+        lse, loss_r = lse_known, None
+    if not want_grad:
+        return loss_r, lse, None
+    dh_r = torch.zeros(r, h.shape[1], dtype=acc, device=h.device) if need[0] else None
+    for c0, c1, p, m, _ in tiles:
+        f = scale[:, 0] if m is None else torch.exp(m - lse) * scale[:, 0]  # (r,) exp(z - m) -> scale * softmax
+        p.mul_(f[:, None])
+        inside = (t >= c0) & (t < c1)
+        p[ar[inside], t[inside] - c0] -= (1 - eps) * scale[inside, 0]
+        if eps:
+            p -= (eps / v) * scale
+        if dh_r is not None:
+            _add_mm(dh_r, p, weight[c0:c1], cdt)
+        if dw is not None:
+            _add_mm(dw[c0:c1], p.t(), h, cdt)
+        if db is not None:
+            db[c0:c1] += p.sum(0)
+    return loss_r, lse, dh_r
 
 
 def _softmax_ce_pass(
@@ -129,40 +203,21 @@ def _softmax_ce_pass(
     dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
     db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
 
+    flat = torch.empty(rows * v, dtype=acc, device=hidden.device) if cols == v else None  # reused across blocks
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]  # (r, d)
         t = target[r0 : r0 + rows]  # (r,)
         ar = torch.arange(h.shape[0], device=h.device)
         scale = None if row_scale is None else row_scale[r0 : r0 + rows].to(acc)[:, None]  # (r, 1)
         if cols == v:
-            z = _block_logits(h, weight, bias, cdt)  # (r, V)
+            loss_r, lse_r, dh_r = _softmax_ce_rows(
+                h, weight, bias, t, eps, scale, want_grad, need, cdt, flat, dw, db,
+                None if lse_known is None else lse_known[r0 : r0 + rows],
+            )
             if lse_known is None:
-                z_t = z[ar, t]  # (r,)
-                z_sum = z.sum(1) if eps else None
-                m = z.amax(1, keepdim=True)  # (r, 1)
-                z.sub_(m).exp_()  # unnormalised probabilities, in place
-                s = z.sum(1, keepdim=True)
-                lse = (m + s.log()).squeeze(1)
-                loss[r0 : r0 + rows] = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
-                lse_all[r0 : r0 + rows] = lse
-                if not want_grad:
-                    continue
-                z.div_(s)  # softmax probabilities
-            else:
-                if not want_grad:
-                    continue
-                z.sub_(lse_known[r0 : r0 + rows, None]).exp_()
-            # z is now p (r, V); turn it into dloss/dz scaled per row
-            z[ar, t] -= 1 - eps
-            if eps:
-                z -= eps / v
-            z *= scale
+                loss[r0 : r0 + rows], lse_all[r0 : r0 + rows] = loss_r, lse_r
             if dh is not None:
-                dh[r0 : r0 + rows] = (z.to(cdt) @ weight.to(cdt)).to(acc)  # (r, d)
-            if dw is not None:
-                _add_mm(dw, z.t(), h, cdt)
-            if db is not None:
-                db += z.sum(0)
+                dh[r0 : r0 + rows] = dh_r
             continue
 
         # V too wide for one block: online log-sum-exp over column blocks, then a second sweep for gradients.

@@ -242,3 +242,27 @@ def test_shared_hits_by_binary_search_equals_broadcast_compare():
     pairs = ((ids.view(1, -1, 1) == target.unsqueeze(1)) & (ids.view(1, -1, 1) >= 0)).sum()  # (row, label, col)
     assert torch.equal(got, ref) and len(rows) == int(pairs)
     assert not got[0].any()
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_softmax_ce_over_many_cache_tiles_matches_cross_entropy(monkeypatch, eps):
+    import sampledsoftmax.functional as fn
+
+    monkeypatch.setattr(fn, "_TILE_BYTES", 1)  # the minimum tile width (256 classes): V=1000 -> 4 tiles, last partial
+    g = torch.Generator().manual_seed(11)
+    h = torch.randn(40, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(1000, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(1000, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randint(1000, (40,), generator=g)
+    t[:4] = torch.tensor([0, 255, 256, 999])  # targets on tile edges
+    rw = torch.rand(40, dtype=torch.float64, generator=g)
+    ref_rows = F.cross_entropy(h @ w.T + b, t, reduction="none", label_smoothing=eps)
+    for budget in (64, 1000 * 8 * 20 / 2**20):  # one block of rows / blocks of 20 rows
+        rows = chunked_softmax_cross_entropy(h, w, b, t, label_smoothing=eps, memory_budget_mb=budget)
+        torch.testing.assert_close(rows, ref_rows, rtol=1e-10, atol=1e-10)
+        got = chunked_softmax_cross_entropy(h, w, b, t, row_weight=rw, label_smoothing=eps, memory_budget_mb=budget)
+        for a, r in zip(_grads(got, h, w, b), _grads((ref_rows * rw).sum(), h, w, b)):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+        up = torch.randn(40, dtype=torch.float64, generator=g)
+        for a, r in zip(_grads((rows * up).sum(), h, w, b), _grads((ref_rows * up).sum(), h, w, b)):
+            torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
