@@ -101,6 +101,18 @@ def _add_mm(out: Tensor, a: Tensor, b: Tensor, cdt: torch.dtype) -> None:
         out += (a.to(cdt) @ b.to(cdt)).to(out.dtype)
 
 
+def _backprop_block(g: Tensor, h: Tensor, w: Tensor, c0: int, dh: Optional[Tensor], dw, db, cdt) -> None:
+    """Given g = dloss/dz of a (r, c) block of logits z = h @ w.T + b (columns c0..c0+c), accumulate
+    dh (r, d) += g @ w, dw[c0:c0+c] += gᵀ @ h and db[c0:c0+c] += Σ_rows g (each only if wanted)."""
+    c1 = c0 + g.shape[1]
+    if dh is not None:
+        _add_mm(dh, g, w, cdt)
+    if dw is not None:
+        _add_mm(dw[c0:c1], g.t(), h, cdt)
+    if db is not None:
+        db[c0:c1] += g.sum(0)
+
+
 def _rows_budget(budget_mb: Optional[float]) -> int:
     return int((DEFAULT_MEMORY_BUDGET_MB if budget_mb is None else budget_mb) * 2**20)
 
@@ -164,12 +176,7 @@ def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat,
         p[ar[inside], t[inside] - c0] -= (1 - eps) * scale[inside, 0]
         if eps:
             p -= (eps / v) * scale
-        if dh_r is not None:
-            _add_mm(dh_r, p, weight[c0:c1], cdt)
-        if dw is not None:
-            _add_mm(dw[c0:c1], p.t(), h, cdt)
-        if db is not None:
-            db[c0:c1] += p.sum(0)
+        _backprop_block(p, h, weight[c0:c1], c0, dh_r, dw, db, cdt)
     return loss_r, lse, dh_r
 
 
@@ -251,12 +258,7 @@ def _softmax_ce_pass(
             if eps:
                 z -= eps / v
             z *= scale
-            if dh is not None:
-                _add_mm(dh[r0 : r0 + rows], z, wc, cdt)
-            if dw is not None:
-                _add_mm(dw[c0 : c0 + cols], z.t(), h, cdt)
-            if db is not None:
-                db[c0 : c0 + cols] += z.sum(0)
+            _backprop_block(z, h, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
     grads = (dh, dw, db) if want_grad else None
     return loss, lse_all, grads
 
@@ -377,12 +379,7 @@ def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compu
             z.sigmoid_()
             z[ri, ci] -= 1.0
             z *= scale
-            if dh is not None:
-                _add_mm(dh[r0 : r0 + rows], z, wc, cdt)
-            if dw is not None:
-                _add_mm(dw[c0 : c0 + cols], z.t(), h, cdt)
-            if db is not None:
-                db[c0 : c0 + cols] += z.sum(0)
+            _backprop_block(z, h, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
     return loss, ((dh, dw, db) if want_grad else None)
 
 
