@@ -220,9 +220,41 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------------------------------- train-lm
+
+
+def _add_train_lm(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-lm",
+        help="train a small next-token language model (LSTM or Transformer) with any loss",
+        description="Train the language model configured in CONFIG (YAML; defaults in sampledsoftmax.lm.config) "
+        "with the loss named by loss.name, evaluated by exact held-out perplexity. Example: sampledsoftmax "
+        "train-lm configs/lm_quick.yaml --set loss.name=full",
+    )
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: all defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set model.arch=transformer (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in runs_root/name from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=_cmd_train_lm)
+
+
+def _cmd_train_lm(args: argparse.Namespace) -> int:
+    from sampledsoftmax.lm.config import load_lm_config
+    from sampledsoftmax.lm.train import train_lm
+
+    cfg = load_lm_config(args.config, args.overrides)
+    result = train_lm(cfg, resume=args.resume, quiet=args.quiet)
+    m = result["metrics"]
+    print(f"run: {result['run_dir']}  step {result['step']}  "
+          f"eval/full_ce={m.get('eval/full_ce', float('nan')):.4g} eval/ppl={m.get('eval/ppl', float('nan')):.4g}")
+    print(f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
+    return 130 if result["stopped"] else 0
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_export, _add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_train_lm, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -186,8 +186,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(f"{key}: expected {hint}, got {value!r} ({_type_name(value)})")
 
 
-def _from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a mapping; every key must be a field (nested sections recurse)."""
+def _from_dict(cls: type, raw: Any, prefix: str = "", base: Any = None) -> Any:
+    """Build dataclass `cls` from a mapping; every key must be a field. Keys not given keep the value in `base`
+    (default: `cls()`), so a section's defaults set by its parent's `default_factory` survive a partial override."""
     where = prefix[:-1] or "the config"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping of keys, got {raw!r} ({_type_name(raw)})")
@@ -196,7 +197,14 @@ def _from_dict(cls: type, raw: Any, prefix: str = "") -> Any:
     for k in raw:
         if k not in names:
             raise ConfigError(_unknown_key(k, prefix, names))
-    return cls(**{k: _convert(v, hints[k], f"{prefix}{k}") for k, v in raw.items()})
+    base = cls() if base is None else base
+    values = {}
+    for k, v in raw.items():
+        if dataclasses.is_dataclass(hints[k]) and isinstance(v, dict):
+            values[k] = _from_dict(hints[k], v, f"{prefix}{k}.", getattr(base, k))
+        else:
+            values[k] = _convert(v, hints[k], f"{prefix}{k}")
+    return dataclasses.replace(base, **values)
 
 
 def _leaf_keys(cls: type, prefix: str = "") -> list[str]:
@@ -260,14 +268,15 @@ def _read_yaml(path: Union[str, Path]) -> dict:
     return raw
 
 
-def _apply_override(raw: dict, text: str) -> None:
-    """Set one ``a.b=c`` in the raw mapping; the value is YAML (``loss.num_sampled=64``, ``eval.wordsim=null``)."""
+def _apply_override(raw: dict, text: str, root: Optional[type] = None) -> None:
+    """Set one ``a.b=c`` in the raw mapping; the value is YAML (``loss.num_sampled=64``, ``eval.wordsim=null``).
+    Keys are checked against the dataclass `root` (default: this trainer's Config)."""
     key, eq, value_text = text.partition("=")
     key = key.strip()
     if not eq or not key:
         raise ConfigError(f"malformed override {text!r}: expected key=value, e.g. loss.name=sampled")
     parts = key.split(".")
-    cls, node = Config, raw
+    cls, node = root or Config, raw
     for i, part in enumerate(parts):
         prefix = "".join(p + "." for p in parts[:i])
         if cls is None:

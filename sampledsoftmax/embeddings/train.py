@@ -80,11 +80,15 @@ def build_data(cfg: Config) -> Data:
     return Data(vocab, pairs, torch.as_tensor(centers), torch.as_tensor(contexts), planted, bayes)
 
 
-def build_loss_fn(cfg: Config, vocab, generator: torch.Generator):
-    """The output layer + loss from the registry, by `loss.name`; the sampler from `loss.sampler`."""
+def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch.Tensor] = None):
+    """The output layer + loss from the registry, by `loss.name`; the sampler from `loss.sampler`.
+
+    `vocab` needs `len()` and `counts` (class frequencies, id = rank). `weight` borrows an output table (tied
+    embeddings); otherwise the table starts at zero, as word2vec's.
+    """
     lc, v, dim = cfg.loss, len(vocab), cfg.model.dim
     cls = LOSSES[lc.name]
-    kw: dict[str, Any] = {}
+    kw: dict[str, Any] = {} if weight is None else {"weight": weight}
     if lc.name == "full":
         kw.update(label_smoothing=lc.label_smoothing, memory_budget_mb=lc.memory_budget_mb)
     elif lc.name == "inbatch":
@@ -108,7 +112,8 @@ def build_loss_fn(cfg: Config, vocab, generator: torch.Generator):
             kw["collisions"] = "keep"
     loss_fn = build_loss(lc.name, v, dim, **kw)
     with torch.no_grad():
-        loss_fn.weight.zero_()  # word2vec's output table starts at zero
+        if weight is None:
+            loss_fn.weight.zero_()  # word2vec's output table starts at zero
         if loss_fn.bias is not None:
             # start from the unigram model, log p(c): a self-normalising loss (NCE) otherwise keeps the rarely
             # sampled classes near logit 0, far above their log-probability, for most of a run
@@ -121,12 +126,12 @@ def build_loss_fn(cfg: Config, vocab, generator: torch.Generator):
 def build_optimizers(name: str, model: SkipGram, loss_fn, lr: float) -> list[torch.optim.Optimizer]:
     """SGD and Adagrad take sparse and dense gradients; Adam/SparseAdam split them (SparseAdam updates only the rows
     in the batch, Adam the dense rest)."""
-    params = list(model.parameters()) + list(loss_fn.parameters())
+    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())  # tied: once
     if name == "sgd":
         return [torch.optim.SGD(params, lr=lr)]
     if name == "adagrad":
         return [torch.optim.Adagrad(params, lr=lr)]
-    sparse_ids = {id(model.embed.weight)} if model.embed.sparse else set()
+    sparse_ids = {id(model.embed.weight)} if getattr(model.embed, "sparse", False) else set()
     if getattr(loss_fn, "sparse", False):
         sparse_ids |= {id(p) for p in loss_fn.parameters()}
     sparse = [p for p in params if id(p) in sparse_ids]

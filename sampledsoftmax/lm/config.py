@@ -1,0 +1,117 @@
+"""Configuration of the language-model trainer: the same system as the embedding trainer's (nested dataclasses hold
+every default; YAML and `--set a.b=c` override; unknown keys, wrong types and bad values are one-line errors naming
+the key), with LM-specific sections. The loss, optimizer and train sections are the embedding trainer's own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from ..errors import ConfigError
+from ..embeddings.config import (
+    DEVICES,
+    OPTIMIZERS,
+    LossConfig,
+    OptimConfig,
+    SyntheticConfig,
+    TrainConfig,
+    _apply_override,
+    _check_choice,
+    _from_dict,
+    _read_yaml,
+    loss_choices,
+    sampler_choices,
+)
+from ..embeddings.config import config_to_dict as _asdict
+
+ARCHS = ("lstm", "transformer")
+
+
+@dataclass
+class LMDataConfig:
+    corpus: str = "synthetic"  # "synthetic" (the planted corpus) or a path: file (.txt/.gz/.bz2) or directory
+    synthetic: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(vocab_size=2000, num_tokens=200_000,
+                                                                               num_topics=20, heldout_sentences=500))
+    lowercase: bool = True
+    token_pattern: str = r"[a-z']+"
+    min_count: int = 1
+    max_final_vocab: Optional[int] = None
+    heldout_fraction: float = 0.02
+    seq_len: int = 32
+    cache_dir: Optional[str] = None
+
+
+@dataclass
+class LMModelConfig:
+    arch: str = "lstm"  # lstm | transformer
+    dim: int = 128
+    num_layers: int = 1
+    num_heads: int = 4  # transformer only
+    dropout: float = 0.0
+    tie_weights: bool = True  # the loss borrows the token embedding as its output table
+
+
+@dataclass
+class LMEvalConfig:
+    every: int = 200
+    batch_size: int = 64
+    max_batches: Optional[int] = None  # cap on held-out batches per evaluation (None: all)
+
+
+@dataclass
+class LMConfig:
+    name: str = "lm"
+    runs_root: str = "runs"
+    data: LMDataConfig = field(default_factory=LMDataConfig)
+    model: LMModelConfig = field(default_factory=LMModelConfig)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(name="sampled", sampler="log_uniform",
+                                                                num_sampled=256, sparse=False))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", alpha=0.002, min_alpha=0.0001,
+                                                                   batch_size=32))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, log_every=50, checkpoint_every=500))
+    eval: LMEvalConfig = field(default_factory=LMEvalConfig)
+
+
+def load_lm_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> LMConfig:
+    """Defaults, then the YAML file, then each `key=value` override; validated."""
+    raw = _read_yaml(path) if path is not None else {}
+    for text in overrides:
+        _apply_override(raw, text, LMConfig)
+    cfg = _from_dict(LMConfig, raw)
+    validate_lm(cfg)
+    return cfg
+
+
+def lm_config_to_dict(cfg: LMConfig) -> dict:
+    return _asdict(cfg)
+
+
+def validate_lm(cfg: LMConfig) -> LMConfig:
+    def positive(key: str, value, minimum=1) -> None:
+        if value is not None and value < minimum:
+            raise ConfigError(f"{key}={value} must be >= {minimum}")
+
+    for key, value in (("data.seq_len", cfg.data.seq_len), ("model.dim", cfg.model.dim),
+                       ("model.num_layers", cfg.model.num_layers), ("model.num_heads", cfg.model.num_heads),
+                       ("loss.num_sampled", cfg.loss.num_sampled), ("optim.batch_size", cfg.optim.batch_size),
+                       ("train.epochs", cfg.train.epochs), ("train.max_steps", cfg.train.max_steps),
+                       ("train.log_every", cfg.train.log_every), ("train.checkpoint_every", cfg.train.checkpoint_every),
+                       ("eval.every", cfg.eval.every), ("eval.batch_size", cfg.eval.batch_size),
+                       ("eval.max_batches", cfg.eval.max_batches), ("data.min_count", cfg.data.min_count)):
+        positive(key, value)
+    if not 0.0 <= cfg.model.dropout < 1.0:
+        raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
+    if not 0.0 < cfg.data.heldout_fraction < 0.5:
+        raise ConfigError(f"data.heldout_fraction={cfg.data.heldout_fraction} must be in (0, 0.5)")
+    if not cfg.optim.alpha > 0 or not 0 <= cfg.optim.min_alpha <= cfg.optim.alpha:
+        raise ConfigError(f"optim.alpha={cfg.optim.alpha} must be > 0 and optim.min_alpha={cfg.optim.min_alpha} "
+                          f"in [0, optim.alpha]")
+    if cfg.model.arch == "transformer" and cfg.model.dim % cfg.model.num_heads:
+        raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.num_heads={cfg.model.num_heads}")
+    _check_choice("model.arch", cfg.model.arch, ARCHS)
+    _check_choice("loss.name", cfg.loss.name, loss_choices())
+    _check_choice("loss.sampler", cfg.loss.sampler, sampler_choices())
+    _check_choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    _check_choice("train.device", cfg.train.device, DEVICES)
+    return cfg

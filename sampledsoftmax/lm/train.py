@@ -1,0 +1,206 @@
+"""Train a small next-token language model with any of the losses, evaluated by exact held-out perplexity.
+
+It reuses the embedding trainer's pieces: corpus reading and the planted corpus, the loss/optimizer builders,
+TensorBoard logging, atomic checkpoints, Ctrl-C handling and the learning-rate schedule. The model returns hidden
+states (B, T, d); the loss owns (or, with `model.tie_weights`, borrows the token embedding as) the output layer.
+Evaluation is the exact full-softmax perplexity over every held-out token, whatever the training loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from ..embeddings.checkpoint import load_checkpoint, save_checkpoint
+from ..embeddings.train import (
+    TrainingDiverged,
+    build_loss_fn,
+    build_optimizers,
+    interruptible,
+    lr_at,
+    peak_mem_mb,
+    prepare_run_dir,
+    resolve_device,
+)
+from ..embeddings.tblog import RunLogger
+from ..errors import ConfigError
+from .config import LMConfig, lm_config_to_dict
+from .data import LMBatches, eval_batches, sentences_to_stream
+from .model import build_lm
+
+
+class _Counts:
+    """What build_loss_fn needs of a vocabulary: its size and the class frequencies (the EOS token included)."""
+
+    def __init__(self, counts: np.ndarray):
+        self.counts = counts
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def build_lm_data(cfg: LMConfig):
+    """-> (words, train stream, held-out stream, class counts); class id V = end of sentence."""
+    d = cfg.data
+    if d.corpus == "synthetic":
+        from ..embeddings.synthetic import PlantedCorpus
+
+        ids, heldout_ids, vocab = PlantedCorpus(d.synthetic).generate()
+    else:
+        from ..embeddings.corpus import load_corpus
+
+        cache = Path(d.cache_dir) if d.cache_dir else Path(cfg.runs_root) / ".cache"
+        enc = load_corpus(d.corpus, lowercase=d.lowercase, token_pattern=d.token_pattern, min_count=d.min_count,
+                          max_final_vocab=d.max_final_vocab, heldout_fraction=d.heldout_fraction,
+                          seed=cfg.train.seed, cache_dir=cache)
+        ids, heldout_ids, vocab = enc.ids, enc.heldout_ids, enc.vocab
+    eos = len(vocab)
+    train_stream = sentences_to_stream(ids, eos)
+    heldout_stream = sentences_to_stream(heldout_ids, eos)
+    counts = np.bincount(train_stream, minlength=eos + 1).astype(np.int64)
+    counts = np.maximum(counts, 1)  # every class samplable; the log-unigram bias init stays finite
+    return list(vocab.words) + ["</s>"], train_stream, heldout_stream, counts
+
+
+@torch.no_grad()
+def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) -> dict[str, float]:
+    """Exact full-softmax cross entropy over every held-out token (chunked over V), and its perplexity."""
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i, (x, y) in enumerate(eval_batches(stream, cfg.eval.batch_size, cfg.data.seq_len)):
+            if cfg.eval.max_batches is not None and i >= cfg.eval.max_batches:
+                break
+            x, y = x.to(device), y.to(device)
+            nll = loss_fn.exact_nll(model(x), y)  # (B, T), 0 on padding
+            total += float(nll.double().sum())
+            count += int((y != loss_fn.ignore_index).sum())
+    finally:
+        model.train()
+    ce = total / max(count, 1)
+    return {"eval/full_ce": ce, "eval/ppl": math.exp(min(ce, 700.0)), "eval/tokens": float(count)}
+
+
+def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_at_step: Optional[int] = None) -> dict:
+    """Train the configured LM; returns the run directory, step and final metrics."""
+    run_dir = prepare_run_dir(cfg, resume)
+    torch.manual_seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    if cfg.train.bf16 and device.type != "cuda":
+        raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
+    words, train_stream, heldout_stream, counts = build_lm_data(cfg)
+    v, mc = len(words), cfg.model
+    if cfg.loss.name != "full" and cfg.loss.name != "inbatch" and cfg.loss.num_sampled >= v:
+        raise ConfigError(f"loss.num_sampled={cfg.loss.num_sampled} must be below the vocabulary size {v}")
+    kw = dict(num_layers=mc.num_layers, dropout=mc.dropout)
+    if mc.arch == "transformer":
+        kw.update(num_heads=mc.num_heads, max_len=cfg.data.seq_len)
+    model = build_lm(mc.arch, v, mc.dim, **kw).to(device)
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    loss_fn = build_loss_fn(cfg, _Counts(counts), gen, weight=model.embed.weight if mc.tie_weights else None).to(device)
+    opts = build_optimizers(cfg.optim.name, model, loss_fn, cfg.optim.alpha)
+    batches = LMBatches(train_stream, cfg.optim.batch_size, cfg.data.seq_len, cfg.train.seed)
+    if batches.num_batches() == 0:
+        raise ConfigError(f"the corpus is too short for one batch of optim.batch_size={cfg.optim.batch_size} "
+                          f"sequences of data.seq_len={cfg.data.seq_len}; lower them")
+    total = cfg.train.max_steps or cfg.train.epochs * batches.num_batches()
+    step, epoch, batch, best = 0, 0, 0, math.inf
+    if resume:
+        state = load_checkpoint(run_dir / "last.pt")
+        if state.get("loss_name") != cfg.loss.name or state.get("num_classes") != v:
+            raise ConfigError("the checkpoint was trained with another loss or vocabulary; start a new run")
+        model.load_state_dict(state["model"])
+        loss_fn.load_state_dict(state["loss"])
+        for o, s in zip(opts, state["optimizers"]):
+            o.load_state_dict(s)
+        step, epoch, batch, best = state["step"], state["epoch"], state["batch"], state["best_ce"]
+        torch.set_rng_state(state["rng_torch"])
+        gen.set_state(state["rng_loss"])
+
+    def checkpoint(name: str = "last.pt") -> None:
+        if not all(bool(torch.isfinite(p).all()) for p in (*model.parameters(), *loss_fn.parameters())):
+            raise TrainingDiverged(f"training diverged before step {step}; lower optim.alpha (now {cfg.optim.alpha})")
+        save_checkpoint({
+            "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
+            "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "rng_torch": torch.get_rng_state(),
+            "rng_loss": gen.get_state(), "config": lm_config_to_dict(cfg), "loss_name": cfg.loss.name,
+            "num_classes": v, "format": 1,
+        }, run_dir / name)
+
+    def evaluate() -> dict[str, float]:
+        nonlocal best
+        m = exact_perplexity(cfg, model, loss_fn, heldout_stream, device)
+        log.scalars(m, step)
+        log.flush()
+        if m["eval/full_ce"] < best:
+            best = m["eval/full_ce"]
+            checkpoint("best.pt")
+        return m
+
+    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet)
+    log.message(f"LM run {run_dir}: V={v} arch={mc.arch} loss={cfg.loss.name} steps={total}; "
+                f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
+    if not resume:
+        log.hparams(lm_config_to_dict(cfg))
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
+    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())
+    clip = not (cfg.loss.sparse and loss_fn.is_sampled)  # clip_grad_norm_ needs dense gradients
+    metrics: dict[str, float] = {}
+    run_sum, run_n, n_tok, n_steps, t_log = 0.0, 0, 0, 0, time.perf_counter()
+    stopped = False
+    try:
+        with interruptible() as flag:
+            while step < total and (cfg.train.max_steps or epoch < cfg.train.epochs):
+                for x, y in batches.epoch_batches(epoch, start_batch=batch):
+                    if step >= total or flag["stop"] or step == stop_at_step:
+                        break
+                    lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
+                    for group in (g for o in opts for g in o.param_groups):
+                        group["lr"] = lr
+                    if step % cfg.eval.every == 0:
+                        metrics = evaluate()
+                        t_log, n_tok, n_steps = time.perf_counter(), 0, 0  # evaluation is not throughput
+                    if step % cfg.train.checkpoint_every == 0 and step > 0:
+                        checkpoint()
+                    x, y = x.to(device), y.to(device)
+                    with amp:
+                        loss = loss_fn(model(x), y)  # hidden (B, T, d), targets (B, T)
+                    for o in opts:
+                        o.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if clip:
+                        torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    for o in opts:
+                        o.step()
+                    run_sum, run_n = run_sum + loss.detach().double(), run_n + 1  # summed on device, read on log steps
+                    n_tok, n_steps, step, batch = n_tok + y.numel(), n_steps + 1, step + 1, batch + 1
+                    if step % cfg.train.log_every == 0:
+                        dt = time.perf_counter() - t_log
+                        values = {"train/objective": float(run_sum) / run_n, "train/lr": lr,
+                                  "perf/tokens_per_sec": n_tok / dt, "perf/step_ms": 1000 * dt / max(1, n_steps),
+                                  "sys/peak_mem_mb": peak_mem_mb(device)}
+                        if not math.isfinite(values["train/objective"]):
+                            raise TrainingDiverged(f"training diverged at step {step}; lower optim.alpha "
+                                                   f"(now {cfg.optim.alpha})")
+                        log.scalars(values, step)
+                        log.progress(step, values)
+                        run_sum, run_n, n_tok, n_steps, t_log = 0.0, 0, 0, 0, time.perf_counter()
+                else:
+                    epoch, batch = epoch + 1, 0
+                    continue
+                break
+            stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            if not stopped:
+                metrics = evaluate()
+            checkpoint()
+    finally:
+        log.close()
+    if stopped:
+        log.message(f"stopped at step {step}: checkpoint saved; continue with --resume")
+    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best}
