@@ -7,6 +7,7 @@ and CLI live in submodules that are imported only when used.
 from .errors import ConfigError, DataError, InputError, SampledSoftmaxError
 from .losses import (
     LOSSES,
+    AdaptiveSoftmaxLoss,
     FullSoftmaxLoss,
     InBatchSoftmaxLoss,
     NCELoss,
@@ -38,6 +39,7 @@ __all__ = [
     "NegativeSamplingLoss",
     "InBatchSoftmaxLoss",
     "OneVsAllLoss",
+    "AdaptiveSoftmaxLoss",
     "OutputLayerLoss",
     "LOSSES",
     "build_loss",

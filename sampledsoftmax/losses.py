@@ -42,6 +42,7 @@ __all__ = [
     "NCELoss",
     "NegativeSamplingLoss",
     "InBatchSoftmaxLoss",
+    "AdaptiveSoftmaxLoss",
     "LOSSES",
     "build_loss",
 ]
@@ -503,6 +504,85 @@ class InBatchSoftmaxLoss(SampledSoftmaxLoss):
                          remove_accidental_hits=True, **kwargs)
 
 
+class AdaptiveSoftmaxLoss(OutputLayerLoss):
+    """PyTorch's `nn.AdaptiveLogSoftmaxWithLoss` (Grave et al. 2017) behind this package's interface.
+
+    A frequent-class head plus tail clusters of shrinking dimension (ids must be sorted by decreasing frequency).
+    Adds what the torch module lacks (pytorch/pytorch#12675): `reduction` and `ignore_index` as `F.cross_entropy`,
+    (..., d) hidden states, and `exact_nll` / `logits` / `predict_topk`. The adaptive model is a different output
+    layer (it has no [V, d] table, so it cannot borrow `weight=`), but its probabilities are exactly normalised, so
+    `exact_nll` is its exact NLL and compares with every other loss's.
+
+    Args (besides OutputLayerLoss's reduction, ignore_index, memory_budget_mb, validate):
+        cutoffs: increasing class-id boundaries of the clusters, in (0, V); default [V/20, V/4] (when distinct).
+        div_value: dimension shrink factor per cluster (torch's default 4).
+
+    Shape:
+        hidden (..., d), target (...) -> () or (...) with reduction="none"
+    """
+
+    def __init__(self, num_classes: int, dim: int, *, cutoffs=None, div_value: float = 4.0, head_bias: bool = False,
+                 weight: Optional[Tensor] = None, bias=None, reduction: str = "mean", ignore_index: int = -100,
+                 memory_budget_mb: Optional[float] = None, validate: bool = True):
+        if weight is not None:
+            raise InputError("AdaptiveSoftmaxLoss has no [V, d] output table to tie: it cannot take weight=")
+        nn.Module.__init__(self)
+        if not isinstance(num_classes, int) or num_classes < 2:
+            raise InputError(f"num_classes must be an int >= 2 for the adaptive softmax, got {num_classes!r}")
+        if not isinstance(dim, int) or dim < 1:
+            raise InputError(f"dim must be a positive int, got {dim!r}")
+        if reduction not in _REDUCTIONS:
+            raise InputError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if cutoffs is None:  # at most as many tail clusters as keep a projection of >= 1 dimension
+            cutoffs = sorted({c for c in (num_classes // 20, num_classes // 4) if 0 < c < num_classes})
+            cutoffs = [c for i, c in enumerate(cutoffs) if dim // div_value ** (i + 1) >= 1] or cutoffs[-1:]
+        cutoffs = list(cutoffs)
+        if not cutoffs or cutoffs != sorted(set(cutoffs)) or cutoffs[0] <= 0 or cutoffs[-1] >= num_classes:
+            raise InputError(f"cutoffs must be increasing ids in (0, {num_classes}), got {cutoffs}")
+        self.num_classes, self.dim = num_classes, dim
+        self.reduction, self.ignore_index = reduction, int(ignore_index)
+        self.memory_budget_mb, self.validate = memory_budget_mb, validate
+        self.weight = self.bias = None
+        self.asm = nn.AdaptiveLogSoftmaxWithLoss(dim, num_classes, cutoffs, div_value=div_value, head_bias=head_bias)
+
+    def _h(self, hidden: Tensor) -> Tensor:
+        return hidden.to(self.asm.head.weight.dtype)
+
+    def _loss(self, h, t, row_weight, sample):
+        out = self.asm(self._h(h), t[:, 0].clamp_min(0))  # log-prob of each target, computed per cluster
+        per_row = -out.output  # (N,)
+        return per_row if row_weight is None else (per_row * row_weight.to(per_row.dtype)).sum()
+
+    def _row_blocks(self, n: int) -> int:
+        budget = (self.memory_budget_mb or 512) * 2**20
+        return max(1, int(budget // (4 * self.num_classes)))
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Log-probabilities (..., V): valid logits of the normalised adaptive model. Small batches only."""
+        return self.asm.log_prob(self._h(hidden).reshape(-1, self.dim)).reshape(*hidden.shape[:-1], self.num_classes)
+
+    @torch.no_grad()
+    def exact_nll(self, hidden: Tensor, target: Tensor) -> Tensor:
+        h, t, _ = self._flatten(hidden, target, allow_multi=True)
+        n, n_true = t.shape
+        hh = h.unsqueeze(1).expand(n, n_true, self.dim).reshape(-1, self.dim) if n_true > 1 else h
+        tt = t.reshape(-1)
+        nll = -self.asm(self._h(hh), tt.clamp_min(0)).output
+        return (nll * (tt >= 0)).reshape(target.shape)
+
+    @torch.no_grad()
+    def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        if not 1 <= k <= self.num_classes:
+            raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
+        if hidden.shape[-1] != self.dim:
+            raise InputError(f"hidden has last dimension {hidden.shape[-1]} but the loss was built with dim={self.dim}")
+        h = self._h(hidden.reshape(-1, self.dim))
+        rows = self._row_blocks(h.shape[0])
+        vals, ids = zip(*(self.asm.log_prob(h[i : i + rows]).topk(k, dim=1) for i in range(0, h.shape[0], rows)))
+        ids_t, probs = torch.cat(ids), torch.cat(vals).exp()
+        return ids_t.reshape(*hidden.shape[:-1], k), probs.reshape(*hidden.shape[:-1], k)
+
+
 LOSSES: dict[str, type[OutputLayerLoss]] = {
     "full": FullSoftmaxLoss,
     "sampled": SampledSoftmaxLoss,
@@ -510,11 +590,13 @@ LOSSES: dict[str, type[OutputLayerLoss]] = {
     "negative": NegativeSamplingLoss,
     "inbatch": InBatchSoftmaxLoss,
     "ova": OneVsAllLoss,
+    "adaptive": AdaptiveSoftmaxLoss,
 }
 
 
 def build_loss(name: str, num_classes: int, dim: int, **kwargs) -> OutputLayerLoss:
-    """Build a loss by its short registry name (`LOSSES`): "full", "sampled", "nce", "negative", "inbatch", "ova".
+    """Build a loss by its short registry name (`LOSSES`): "full", "sampled", "nce", "negative", "inbatch", "ova",
+    "adaptive".
 
     Keyword arguments go to the loss's constructor (e.g. sampler="unigram", counts=..., num_sampled=1024).
 

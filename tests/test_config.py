@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def iter_config_files() -> list[Path]:
     """Every shipped embedding-trainer config, ``configs/*.yaml`` and ``*.yml`` (sorted), for tests that load and
-    build each one. Language-model configs are named ``lm_*`` and tested in tests/test_lm_train.py."""
-    return sorted(p for p in (ROOT / "configs").iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("lm_"))
+    build each one. Language-model configs (``lm_*``) and sweep configs (``sweep*``) have tests of their own."""
+    return sorted(p for p in (ROOT / "configs").iterdir()
+                  if p.suffix in (".yaml", ".yml") and not p.name.startswith(("lm_", "sweep")))
 
 
 def write(tmp_path: Path, text: str) -> Path:

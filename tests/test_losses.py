@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from sampledsoftmax import (
     LOSSES,
+    AdaptiveSoftmaxLoss,
     AllClassesSampler,
     CandidateSample,
     FullSoftmaxLoss,
@@ -298,9 +299,11 @@ def test_reduction_and_ignore_index_follow_cross_entropy(name, ignore_index):
     valid = t != ignore_index
     per = {}
     for red in ("none", "sum", "mean"):
+        torch.manual_seed(0)  # the same initial output layer for every reduction
         loss = _build(name, reduction=red, ignore_index=ignore_index)
-        with torch.no_grad():
-            loss.weight.copy_(torch.randn(V, D, generator=_gen(14)))
+        if loss.weight is not None:  # (the adaptive softmax has no [V, d] table)
+            with torch.no_grad():
+                loss.weight.copy_(torch.randn(V, D, generator=_gen(14)))
         per[red] = loss(h, t)
     assert per["none"].shape == t.shape
     assert (per["none"][~valid] == 0).all()
@@ -374,6 +377,10 @@ def test_half_precision_hidden_gives_finite_loss_and_grads(name, dtype):
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
 def test_tied_weight_gets_gradients_from_both_uses(name):
+    if name == "adaptive":
+        with pytest.raises(InputError, match="cannot take weight="):
+            _build(name, weight=torch.nn.Embedding(V, D).weight)
+        return
     emb = torch.nn.Embedding(V, D)
     loss = _build(name, weight=emb.weight)
     assert loss.weight is emb.weight
@@ -460,7 +467,7 @@ def test_mismatched_dims_name_the_argument(name):
         loss(torch.randn(3, 5), torch.tensor([0, 1, 2]))
     with pytest.raises(InputError, match="target has shape"):
         loss(torch.randn(3, D), torch.tensor([0, 1]))
-    with pytest.raises(InputError, match="weight has shape"):
+    with pytest.raises(InputError, match="cannot take weight=" if name == "adaptive" else "weight has shape"):
         build_loss(name, V, D, weight=torch.nn.Parameter(torch.zeros(V, D + 1)))
 
 
@@ -507,3 +514,20 @@ def test_inbatch_rejects_a_foreign_sampler_and_num_sampled():
         InBatchSoftmaxLoss(V, D, sampler=LogUniformSampler(V))
     with pytest.raises(InputError, match="takes no num_sampled"):
         InBatchSoftmaxLoss(V, D, num_sampled=64)
+
+
+def test_adaptive_softmax_matches_torch_and_adds_reduction_and_ignore_index():
+    g = _gen(30)
+    loss = AdaptiveSoftmaxLoss(V, 16, cutoffs=[5, 20], reduction="none")
+    h = torch.randn(12, 16, generator=g)
+    t = torch.randint(V, (12,), generator=g)
+    t[3] = -100
+    ref = loss.asm(h, t.clamp_min(0)).output  # torch's own log-prob of each target
+    got = loss(h, t)
+    torch.testing.assert_close(got[t >= 0], -ref[t >= 0])
+    assert got[3] == 0
+    # its log-probabilities are normalised, so exact_nll is its exact NLL and equals CE of its logits
+    torch.testing.assert_close(loss.exact_nll(h, t), F.cross_entropy(loss.logits(h), t, reduction="none"))
+    mean = AdaptiveSoftmaxLoss(V, 16, cutoffs=[5, 20])
+    mean.load_state_dict(loss.state_dict())
+    torch.testing.assert_close(mean(h, t), got.sum() / (t >= 0).sum())

@@ -82,7 +82,7 @@ def exact_metrics(
     ks = sorted({min(int(k), loss_fn.num_classes) for k in topk})
     if not ks or ks[0] < 1:
         raise InputError(f"topk must be positive ints, got {tuple(topk)}")
-    device = loss_fn.weight.device
+    device = next(loss_fn.parameters()).device
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
     hits = torch.zeros(len(ks), dtype=torch.int64, device=device)
     for i in range(0, n, batch_size):

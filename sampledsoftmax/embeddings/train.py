@@ -91,6 +91,8 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
     kw: dict[str, Any] = {} if weight is None else {"weight": weight}
     if lc.name == "full":
         kw.update(label_smoothing=lc.label_smoothing, memory_budget_mb=lc.memory_budget_mb)
+    elif lc.name == "adaptive":  # torch's adaptive softmax: its own head/tail layers, no [V, d] table
+        kw.update(memory_budget_mb=lc.memory_budget_mb)
     elif lc.name == "inbatch":
         # the batch's contexts are drawn from the (subsampled) unigram distribution: correct by the known counts
         kw.update(counts=torch.tensor(vocab.counts, dtype=torch.float64), subtract_log_q=lc.subtract_log_q,
@@ -112,7 +114,7 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
             kw["collisions"] = "keep"
     loss_fn = build_loss(lc.name, v, dim, **kw)
     with torch.no_grad():
-        if weight is None:
+        if weight is None and loss_fn.weight is not None:
             loss_fn.weight.zero_()  # word2vec's output table starts at zero
         if loss_fn.bias is not None:
             # start from the unigram model, log p(c): a self-normalising loss (NCE) otherwise keeps the rarely
