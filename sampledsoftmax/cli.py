@@ -252,9 +252,36 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
     return 130 if result["stopped"] else 0
 
 
+# ----------------------------------------------------------------------------------------------------- sweep
+
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train a grid of (loss x sampler x S x V) cells and tabulate speed and exact accuracy",
+        description="Run every cell of SWEEP (YAML: name, out_dir, base overrides, grid) as a real training run "
+        "on the same data and budget; write OUT_DIR/results.csv and results.md and one TensorBoard run per cell. "
+        "Finished cells are skipped on a re-run; a failing cell is recorded and the sweep goes on.",
+    )
+    p.add_argument("sweep", help="sweep YAML, e.g. configs/sweep_quick.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a trainer key in every cell, e.g. --set train.max_steps=100 (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from sampledsoftmax.sweep import run_sweep
+
+    rows = run_sweep(args.sweep, args.overrides, quiet=args.quiet)
+    failed = [r for r in rows if not str(r.get("status", "")).startswith("ok")]
+    print(f"sweep: {len(rows) - len(failed)} cells ok, {len(failed)} failed")
+    return 1 if failed else 0
+
+
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_train_lm, _add_export, _add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_train_lm, _add_sweep, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

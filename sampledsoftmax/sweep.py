@@ -1,0 +1,359 @@
+"""Speed/accuracy sweeps: train the skip-gram model once per grid cell and tabulate speed against exact accuracy.
+
+A sweep file (YAML)::
+
+    name: quick
+    out_dir: sweeps/quick          # default: sweeps/<name>
+    base:                          # --set-style overrides applied to every cell: the same data and budget for all
+      - train.max_steps=300
+      - model.dim=32
+    grid:                          # cell groups; each group's cells are the cartesian product of its lists
+      - loss.name: [sampled]
+        loss.sampler: [log_uniform, unigram]
+        loss.num_sampled: [64]
+        data.synthetic.vocab_size: [1000, 10000]
+      - loss.name: [full]          # a loss without a sampler is not multiplied by samplers
+        data.synthetic.vocab_size: [1000, 10000]
+
+``run_sweep(path)`` checks every cell's configuration (``load_config``) before any training starts, then runs the
+cells in order, each a real :func:`~sampledsoftmax.embeddings.train.train` in ``<out_dir>/runs/<cell id>`` (one
+TensorBoard run with hparams per cell). After each cell ``<out_dir>/results.csv`` is rewritten atomically; a re-run
+skips the cells that already have an ``ok`` row, so an interrupted sweep resumes where it stopped. A cell that raises
+is recorded as ``failed: <message>`` and the sweep goes on. ``<out_dir>/results.md`` holds the same table in
+markdown, sorted by V then loss.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import math
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import yaml
+
+from .errors import ConfigError, SampledSoftmaxError, did_you_mean
+
+TOP_KEYS = ("name", "out_dir", "base", "grid")
+
+COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "V", "steps", "wall_s", "pairs_per_sec", "step_ms",
+           "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10", "status", "run_dir"]
+
+# losses whose sampler / num_sampled settings are used (inbatch takes the batch's contexts; full samples nothing)
+_SAMPLING_LOSSES = ("sampled", "nce", "negative")
+
+
+# ------------------------------------------------------------------------------------------------ the sweep file
+
+class Cell:
+    """One grid cell: its id, its own overrides (grid values) and the full override list (base + cell)."""
+
+    def __init__(self, cell_id: str, values: dict[str, Any], overrides: list[str]):
+        self.id = cell_id
+        self.values = values
+        self.overrides = overrides
+
+    def __repr__(self) -> str:
+        return f"Cell({self.id!r})"
+
+
+class Sweep:
+    def __init__(self, name: str, out_dir: Path, base: list[str], cells: list[Cell]):
+        self.name, self.out_dir, self.base, self.cells = name, out_dir, base, cells
+
+
+def _fmt_value(value: Any) -> str:
+    """A grid value as it is written in a `key=value` override (YAML scalars: true/false, null)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return str(value)
+
+
+def _id_part(key: str, value: Any) -> str:
+    """The readable piece of a cell id for one grid key."""
+    if key in ("loss.name", "loss.sampler", "optim.name"):
+        return str(value)
+    if key == "loss.num_sampled":
+        return f"S{value}"
+    if key == "data.synthetic.vocab_size":
+        return f"V{value}"
+    if key == "loss.subtract_log_q":
+        return "logq" if value else "nologq"
+    return f"{key.rsplit('.', 1)[-1]}{_fmt_value(value)}"
+
+
+_ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3,
+             "data.synthetic.vocab_size": 99}
+
+
+def cell_id(values: dict[str, Any]) -> str:
+    """e.g. {loss.name: sampled, loss.sampler: log_uniform, loss.num_sampled: 1024, ...vocab_size: 10000}
+    -> "sampled-log_uniform-S1024-V10000". Other keys follow in grid order as <last key part><value>."""
+    keys = sorted(values, key=lambda k: (_ID_ORDER.get(k, 50), list(values).index(k)))
+    text = "-".join(_id_part(k, values[k]) for k in keys) or "base"
+    return re.sub(r"[^A-Za-z0-9._+=,@-]", "_", text)  # a plain directory name, as Config.name requires
+
+
+def _read_yaml(path: Union[str, Path]) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"sweep file {str(path)!r} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read sweep file {str(path)!r}: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"sweep file {str(path)!r}: expected a mapping with keys {', '.join(TOP_KEYS)}")
+    return raw
+
+
+def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
+    """Read and check a sweep file. `overrides` (key=value) are appended to its `base`, so they apply to every
+    cell. Every cell's configuration is checked with ``load_config`` here, before anything trains."""
+    from .embeddings.config import load_config
+
+    raw = _read_yaml(path)
+    for k in raw:
+        if k not in TOP_KEYS:
+            raise ConfigError(f'unknown sweep key "{k}"{did_you_mean(str(k), TOP_KEYS)}; '
+                              f'sweep keys: {", ".join(TOP_KEYS)}')
+    name = raw.get("name", Path(path).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+=,@-]*", name):
+        raise ConfigError(f"name={name!r} is not a plain directory name: use letters, digits and ._+=,@-")
+    out_dir = raw.get("out_dir") or f"sweeps/{name}"
+    if not isinstance(out_dir, str):
+        raise ConfigError(f"out_dir: expected a path, got {out_dir!r}")
+    base = raw.get("base") or []
+    if not isinstance(base, list) or not all(isinstance(b, str) and "=" in b for b in base):
+        raise ConfigError("base: expected a list of key=value overrides, e.g. [train.max_steps=300, model.dim=32]")
+    for o in overrides:
+        if not isinstance(o, str) or "=" not in o:
+            raise ConfigError(f"malformed override {o!r}: expected key=value, e.g. train.max_steps=100")
+    base = [*base, *overrides]
+    for b in base:
+        if b.split("=", 1)[0].strip() in ("name", "runs_root"):
+            raise ConfigError(f"base: {b.split('=', 1)[0].strip()} is set by the sweep (cell id, <out_dir>/runs)")
+    grid = raw.get("grid")
+    if isinstance(grid, dict):
+        grid = [grid]
+    if not isinstance(grid, list) or not grid:
+        raise ConfigError("grid: expected a list of cell groups, each a mapping of key -> list of values")
+    cells: list[Cell] = []
+    for gi, group in enumerate(grid):
+        where = f"grid[{gi}]"
+        if not isinstance(group, dict) or not group:
+            raise ConfigError(f"{where}: expected a mapping of key -> list of values, got {group!r}")
+        keys = list(group)
+        lists = []
+        for k in keys:
+            v = group[k]
+            if not isinstance(k, str) or k in ("name", "runs_root"):
+                raise ConfigError(f"{where}: key {k!r} cannot be swept")
+            if not isinstance(v, list):
+                v = [v]  # a single value is a one-element list
+            if not v or any(isinstance(x, (list, dict)) for x in v):
+                raise ConfigError(f"{where}.{k}: expected a non-empty list of scalar values, got {group[k]!r}")
+            lists.append(v)
+        for combo in itertools.product(*lists):
+            values = dict(zip(keys, combo))
+            cells.append(Cell(cell_id(values), values, [*base, *(f"{k}={_fmt_value(x)}" for k, x in values.items())]))
+    seen: dict[str, Cell] = {}
+    for c in cells:
+        if c.id in seen:
+            raise ConfigError(f"grid: two cells have the id {c.id!r} ({seen[c.id].values} and {c.values}); "
+                              f"remove the duplicate")
+        seen[c.id] = c
+    root = Path(out_dir) / "runs"
+    for c in cells:  # fail fast: a typo in any cell stops the sweep before the first step of training
+        try:
+            load_config(None, [*c.overrides, f"name={c.id}", f"runs_root={root}"])
+        except ConfigError as e:
+            raise ConfigError(f"sweep cell {c.id}: {e}") from None
+    return Sweep(name, Path(out_dir), base, cells)
+
+
+# ------------------------------------------------------------------------------------------------ results
+
+def _read_results(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as f:
+        return [dict(r) for r in csv.DictReader(f)]
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _fmt_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}" if abs(value) < 1e3 else f"{value:.0f}"
+    return str(value)
+
+
+def write_results(out_dir: Path, rows: list[dict]) -> None:
+    """<out_dir>/results.csv (every column, in cell order) and results.md (sorted by V then loss), atomically."""
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt_cell(r.get(k)) for k in COLUMNS})
+    _atomic_write(out_dir / "results.csv", buf.getvalue())
+
+    def key(r: dict) -> tuple:
+        try:
+            v = int(r.get("V") or 0)
+        except ValueError:
+            v = 0
+        return (v, str(r.get("loss", "")), str(r.get("cell", "")))
+
+    md_cols = [c for c in COLUMNS if c != "run_dir"]
+    lines = ["| " + " | ".join(md_cols) + " |", "|" + "|".join("---" for _ in md_cols) + "|"]
+    for r in sorted(rows, key=key):
+        lines.append("| " + " | ".join(_fmt_cell(r.get(c)).replace("|", "\\|") for c in md_cols) + " |")
+    _atomic_write(out_dir / "results.md", "\n".join(lines) + "\n")
+
+
+def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    tags = acc.Tags().get("scalars", [])
+    return {t: [e.value for e in acc.Scalars(t)] for t in tags}
+
+
+def _trained_vocab_size(run_dir: Path) -> Optional[int]:
+    try:
+        return sum(1 for line in (run_dir / "vocab.tsv").read_text(encoding="utf-8").splitlines() if line.strip())
+    except OSError:
+        return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, SampledSoftmaxError) else f"{type(exc).__name__}: {text}"
+
+
+def _base_row(cell: Cell, cfg) -> dict:
+    lc = cfg.loss
+    sampling = lc.name in _SAMPLING_LOSSES
+    return {
+        "cell": cell.id, "loss": lc.name,
+        "sampler": lc.sampler if sampling else "",
+        "S": lc.num_sampled if sampling else "",
+        "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
+        "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
+    }
+
+
+def run_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
+    """Train one cell and return its results row (status "ok" or "failed: <message>")."""
+    from .embeddings.config import load_config
+    from .embeddings.train import train
+
+    cfg = load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"])
+    row = _base_row(cell, cfg)
+    t0 = time.perf_counter()
+    try:
+        out = train(cfg, quiet=quiet)
+    except Exception as e:  # noqa: BLE001 - a failed cell is a result; the sweep goes on
+        row.update(wall_s=time.perf_counter() - t0, status=f"failed: {_one_line(e)}")
+        return row
+    wall = time.perf_counter() - t0
+    run_dir = Path(out["run_dir"])
+    m = out.get("metrics") or {}
+    row.update(steps=out["step"], wall_s=wall, run_dir=str(run_dir),
+               full_ce=m.get("eval/full_ce"), excess_ce=m.get("eval/excess_ce"),
+               top1=m.get("eval/top1"), top10=m.get("eval/top10"))
+    v = _trained_vocab_size(run_dir)
+    if v is not None:
+        row["V"] = v
+    try:
+        s = _scalars(run_dir)
+    except Exception:  # noqa: BLE001 - missing perf numbers do not fail a trained cell
+        s = {}
+    if s.get("perf/pairs_per_sec"):
+        row["pairs_per_sec"] = statistics.median(s["perf/pairs_per_sec"])
+    if s.get("perf/step_ms"):
+        row["step_ms"] = statistics.median(s["perf/step_ms"])
+    if s.get("sys/peak_mem_mb"):
+        row["peak_mem_mb"] = max(s["sys/peak_mem_mb"])
+    row["status"] = "ok" if not out.get("stopped") else f"failed: interrupted at step {out['step']}"
+    return row
+
+
+def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool = False) -> list[dict]:
+    """Run every cell of the sweep file at `path` (skipping cells already "ok" in <out_dir>/results.csv) and
+    return the rows, one per cell in grid order. `overrides` (key=value) apply to every cell. Progress goes to
+    stderr unless `quiet`; each cell's trainer always runs quietly."""
+    sweep = load_sweep(path, overrides)
+    out_dir = sweep.out_dir
+    runs_root = out_dir / "runs"
+    previous = {r.get("cell"): r for r in _read_results(out_dir / "results.csv")}
+    ids = {c.id for c in sweep.cells}
+    rows: dict[str, dict] = {}
+    n = len(sweep.cells)
+    todo = [c for c in sweep.cells if previous.get(c.id, {}).get("status") != "ok"]
+    left = len(todo)
+    spent: list[float] = []
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    def current() -> list[dict]:
+        ordered = [rows.get(c.id) or previous.get(c.id) for c in sweep.cells]
+        extra = [r for k, r in previous.items() if k not in ids]  # rows of cells no longer in the grid: kept
+        return [r for r in ordered if r is not None] + extra
+
+    say(f"sweep {sweep.name}: {n} cells ({n - left} done before), results in {out_dir}")
+    interrupted = False
+    for k, cell in enumerate(sweep.cells, 1):
+        if previous.get(cell.id, {}).get("status") == "ok":
+            rows[cell.id] = previous[cell.id]
+            say(f"[{k}/{n}] {cell.id} ... skipped (ok in results.csv)")
+            continue
+        if interrupted:
+            continue
+        if not quiet:
+            print(f"[{k}/{n}] {cell.id} ...", end="", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        row = run_cell(cell, runs_root, quiet=True)
+        dt = time.perf_counter() - t0
+        spent.append(dt)
+        left -= 1
+        rows[cell.id] = row
+        write_results(out_dir, current())
+        eta = statistics.mean(spent) * left
+        if not quiet:
+            status = str(row["status"])
+            what = f"done in {dt:.1f} s" if status == "ok" else f"failed in {dt:.1f} s: {status[len('failed: '):]}"
+            print(f" {what} (ETA {eta:.0f} s)", file=sys.stderr, flush=True)
+        if str(row["status"]).startswith("failed: interrupted"):
+            interrupted = True  # Ctrl-C inside the trainer: stop here; a re-run resumes with this cell
+    result = current()
+    write_results(out_dir, result)
+    if interrupted:
+        say(f"sweep {sweep.name}: interrupted; run it again to continue")
+    return result

@@ -1,0 +1,128 @@
+"""The sweep runner: a tiny grid on the planted corpus (V=200, a few steps per cell)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from sampledsoftmax import sweep as sweep_mod
+from sampledsoftmax.errors import ConfigError
+from sampledsoftmax.sweep import COLUMNS, cell_id, load_sweep, run_sweep
+
+BASE = [
+    "data.synthetic.vocab_size=200", "data.synthetic.num_tokens=20000", "data.synthetic.num_topics=5",
+    "data.synthetic.heldout_sentences=50", "model.dim=8", "optim.batch_size=256", "train.max_steps=10",
+    "train.log_every=5", "train.device=cpu", "eval.every=10", "eval.projector_words=10",
+]
+
+
+def write_sweep(tmp_path: Path, grid: list, base=BASE, **top) -> Path:
+    import yaml
+
+    doc = {"name": "t", "out_dir": str(tmp_path / "out"), "base": list(base), "grid": grid, **top}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return path
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+GRID = [
+    {"loss.name": ["sampled"], "loss.sampler": ["uniform"], "loss.num_sampled": [16, 500]},  # 500 >= V: fails
+    {"loss.name": ["full"]},
+]
+
+
+def test_cell_ids_and_grid_groups(tmp_path):
+    assert cell_id({"loss.name": "sampled", "loss.sampler": "log_uniform", "loss.num_sampled": 1024,
+                    "data.synthetic.vocab_size": 10000}) == "sampled-log_uniform-S1024-V10000"
+    assert cell_id({"data.synthetic.vocab_size": 1000, "loss.name": "full"}) == "full-V1000"
+    grid = [{"loss.name": ["sampled"], "loss.sampler": ["uniform", "unigram"], "loss.num_sampled": [16, 32],
+             "loss.subtract_log_q": [True, False]},
+            {"loss.name": ["full"], "data.synthetic.vocab_size": [200, 300]}]
+    sw = load_sweep(write_sweep(tmp_path, grid))
+    ids = [c.id for c in sw.cells]
+    assert len(ids) == 8 + 2 and len(set(ids)) == len(ids)  # full is not multiplied by samplers
+    assert "sampled-unigram-S32-nologq" in ids and "full-V300" in ids
+    assert sw.out_dir == tmp_path / "out"
+
+
+def test_sweep_runs_records_failures_and_resumes(tmp_path, monkeypatch, capsys):
+    path = write_sweep(tmp_path, GRID)
+    rows = run_sweep(path)
+    out = tmp_path / "out"
+    assert [r["cell"] for r in rows] == ["sampled-uniform-S16", "sampled-uniform-S500", "full"]
+    csv_rows = read_csv(out / "results.csv")
+    assert list(csv_rows[0]) == COLUMNS
+    assert [r["cell"] for r in csv_rows] == [r["cell"] for r in rows]
+    ok = {r["cell"]: r for r in csv_rows if r["status"] == "ok"}
+    assert set(ok) == {"sampled-uniform-S16", "full"}
+    bad = next(r for r in csv_rows if r["cell"] == "sampled-uniform-S500")
+    assert bad["status"].startswith("failed: ") and "num_sampled" in bad["status"] and "\n" not in bad["status"]
+    for r in ok.values():
+        assert r["V"] == "200" and r["steps"] == "10"
+        for col in ("wall_s", "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10"):
+            assert r[col] != "" and float(r[col]) >= 0, col
+        run_dir = Path(r["run_dir"])
+        assert run_dir.parent == out / "runs" and run_dir.name == r["cell"]
+        assert list(run_dir.glob("events.out.tfevents.*")), "one TensorBoard run per cell"
+    assert ok["sampled-uniform-S16"]["sampler"] == "uniform" and ok["sampled-uniform-S16"]["S"] == "16"
+    assert ok["full"]["sampler"] == "" and ok["full"]["S"] == ""
+    md = (out / "results.md").read_text()
+    assert md.count("\n") == 2 + 3 and md.startswith("| cell | loss |")
+    err = capsys.readouterr().err
+    assert "[1/3] sampled-uniform-S16 ... done in" in err and "ETA" in err and "[2/3]" in err and "failed" in err
+
+    # a re-run trains only the failed cell again; finished cells keep their rows and their single run directory
+    calls = []
+    real = sweep_mod.run_cell
+    monkeypatch.setattr(sweep_mod, "run_cell", lambda cell, *a, **k: calls.append(cell.id) or real(cell, *a, **k))
+    rows2 = run_sweep(path, quiet=True)
+    assert calls == ["sampled-uniform-S500"]
+    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir() and not p.name.startswith(".")) == \
+        ["full", "sampled-uniform-S16", "sampled-uniform-S500"]
+    assert [r["cell"] for r in rows2] == [r["cell"] for r in rows]
+    assert {r["cell"]: r["wall_s"] for r in read_csv(out / "results.csv") if r["status"] == "ok"} == \
+        {k: v["wall_s"] for k, v in ok.items()}
+
+
+def test_typo_fails_fast_before_any_cell(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_mod, "run_cell", lambda *a, **k: pytest.fail("a cell ran before validation"))
+    grid = [{"loss.name": ["full"]}, {"loss.name": ["sampled"], "loss.num_sampeld": [16]}]
+    with pytest.raises(ConfigError, match=r"num_sampeld.*did you mean") as e:
+        run_sweep(write_sweep(tmp_path, grid))
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="loss.name"):
+        run_sweep(write_sweep(tmp_path, [{"loss.name": ["sampeld"]}]))
+    assert not (tmp_path / "out" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("doc, match", [
+    ({"grdi": [{"loss.name": ["full"]}]}, r'unknown sweep key "grdi".*did you mean "grid"'),
+    ({"grid": []}, "grid"),
+    ({"grid": [["loss.name=full"]]}, r"grid\[0\]"),
+    ({"grid": [{"loss.name": []}]}, r"grid\[0\]\.loss\.name"),
+    ({"grid": [{"loss.name": [["full"]]}]}, r"grid\[0\]\.loss\.name"),
+    ({"grid": [{"loss.name": ["full"]}], "base": "model.dim=8"}, "base"),
+    ({"grid": [{"loss.name": ["full"]}, {"loss.name": ["full"]}]}, "duplicate"),
+])
+def test_malformed_sweep_files(tmp_path, doc, match):
+    import yaml
+
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", **doc}), encoding="utf-8")
+    with pytest.raises(ConfigError, match=match):
+        load_sweep(path)
+
+
+def test_shipped_sweep_files_validate():
+    root = Path(__file__).resolve().parent.parent / "configs"
+    quick = load_sweep(root / "sweep_quick.yaml")
+    assert len(quick.cells) == 12
+    full = load_sweep(root / "sweep.yaml")
+    assert len({c.id for c in full.cells}) == len(full.cells) == 58
