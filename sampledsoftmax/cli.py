@@ -151,6 +151,23 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------- train
 
 
+def _add_run_options(p: argparse.ArgumentParser, example: str) -> None:
+    """CONFIG, --set, --resume, --quiet: the options every training command shares."""
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: all defaults)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override a config key, e.g. --set {example} (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in runs_root/name from its last.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def _report_run(result: dict, runs_root: str) -> int:
+    """Print the run's final exact metrics and where its TensorBoard logs are; 130 if it was interrupted."""
+    summary = " ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if k.startswith("eval/"))
+    print(f"run: {result['run_dir']}  step {result['step']}  {summary}")
+    print(f"TensorBoard: tensorboard --logdir {runs_root}")
+    return 130 if result["stopped"] else 0
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
@@ -160,11 +177,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "every loss by the same exact full-softmax metric. Example: sampledsoftmax train configs/quickstart.yaml "
         "--set loss.name=sampled --set loss.sampler=log_uniform",
     )
-    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: all defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set loss.name=full (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in runs_root/name from its last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_run_options(p, "loss.name=full")
     p.set_defaults(func=_cmd_train)
 
 
@@ -173,12 +186,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from sampledsoftmax.embeddings.train import train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume, quiet=args.quiet)
-    m = result["metrics"]
-    summary = " ".join(f"{k}={v:.4g}" for k, v in m.items() if k.startswith("eval/"))
-    print(f"run: {result['run_dir']}  step {result['step']}  {summary}")
-    print(f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
-    return 130 if result["stopped"] else 0
+    return _report_run(train(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
 
 
 # ----------------------------------------------------------------------------------------------------- export
@@ -231,11 +239,7 @@ def _add_train_lm(sub: argparse._SubParsersAction) -> None:
         "with the loss named by loss.name, evaluated by exact held-out perplexity. Example: sampledsoftmax "
         "train-lm configs/lm_quick.yaml --set loss.name=full",
     )
-    p.add_argument("config", nargs="?", default=None, help="YAML config file (default: all defaults)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set model.arch=transformer (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in runs_root/name from its last.pt")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    _add_run_options(p, "model.arch=transformer")
     p.set_defaults(func=_cmd_train_lm)
 
 
@@ -244,12 +248,7 @@ def _cmd_train_lm(args: argparse.Namespace) -> int:
     from sampledsoftmax.lm.train import train_lm
 
     cfg = load_lm_config(args.config, args.overrides)
-    result = train_lm(cfg, resume=args.resume, quiet=args.quiet)
-    m = result["metrics"]
-    print(f"run: {result['run_dir']}  step {result['step']}  "
-          f"eval/full_ce={m.get('eval/full_ce', float('nan')):.4g} eval/ppl={m.get('eval/ppl', float('nan')):.4g}")
-    print(f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
-    return 130 if result["stopped"] else 0
+    return _report_run(train_lm(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
 
 
 # ----------------------------------------------------------------------------------------------------- sweep

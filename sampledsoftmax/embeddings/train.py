@@ -154,6 +154,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_lr(opts: list[torch.optim.Optimizer], lr: float) -> None:
+    for group in (g for o in opts for g in o.param_groups):
+        group["lr"] = lr
+
+
+def ensure_finite(modules, step: int, alpha: float) -> None:
+    """Raise TrainingDiverged if any parameter is NaN/inf: O(V·d), so called where a checkpoint is written anyway
+    (a diverged state never replaces the last good checkpoint)."""
+    if not all(bool(torch.isfinite(p).all()) for m in modules for p in m.parameters()):
+        raise TrainingDiverged(f"training diverged before step {step} (non-finite weights); lower optim.alpha "
+                               f"(now {alpha}) or use optim.name=sparse_adam")
+
+
 def lr_at(step: int, total: int, alpha: float, min_alpha: float) -> float:
     """word2vec's linear decay from alpha to min_alpha over the run."""
     return alpha - (alpha - min_alpha) * min(step / max(total, 1), 1.0)
@@ -300,10 +313,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         data.vocab.save(run_dir / "vocab.tsv")
 
     def checkpoint(path_name: str = "last.pt") -> None:
-        # O(V·d) like the save itself: a diverged state never replaces the last good checkpoint
-        if not all(bool(torch.isfinite(p).all()) for p in (*model.parameters(), *loss_fn.parameters())):
-            raise TrainingDiverged(f"training diverged before step {step} (non-finite weights); lower optim.alpha "
-                                   f"(now {cfg.optim.alpha}) or use optim.name=sparse_adam")
+        ensure_finite((model, loss_fn), step, cfg.optim.alpha)
         save_checkpoint({
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "run_sum": float(run_sum), "run_n": run_n,
@@ -337,8 +347,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     if step >= total or flag["stop"] or step == stop_at_step:
                         break
                     lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
-                    for group in (g for o in opts for g in o.param_groups):
-                        group["lr"] = lr
+                    set_lr(opts, lr)
                     if step % cfg.eval.every == 0:
                         metrics = evaluate()
                         t_log, n_pairs, n_steps = time.perf_counter(), 0, 0  # evaluation is not training throughput

@@ -22,11 +22,13 @@ from ..embeddings.train import (
     TrainingDiverged,
     build_loss_fn,
     build_optimizers,
+    ensure_finite,
     interruptible,
     lr_at,
     peak_mem_mb,
     prepare_run_dir,
     resolve_device,
+    set_lr,
 )
 from ..embeddings.tblog import RunLogger
 from ..errors import ConfigError
@@ -124,8 +126,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         gen.set_state(state["rng_loss"])
 
     def checkpoint(name: str = "last.pt") -> None:
-        if not all(bool(torch.isfinite(p).all()) for p in (*model.parameters(), *loss_fn.parameters())):
-            raise TrainingDiverged(f"training diverged before step {step}; lower optim.alpha (now {cfg.optim.alpha})")
+        ensure_finite((model, loss_fn), step, cfg.optim.alpha)
         save_checkpoint({
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "rng_torch": torch.get_rng_state(),
@@ -161,8 +162,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     if step >= total or flag["stop"] or step == stop_at_step:
                         break
                     lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
-                    for group in (g for o in opts for g in o.param_groups):
-                        group["lr"] = lr
+                    set_lr(opts, lr)
                     if step % cfg.eval.every == 0:
                         metrics = evaluate()
                         t_log, n_tok, n_steps = time.perf_counter(), 0, 0  # evaluation is not throughput
