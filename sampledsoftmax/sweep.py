@@ -43,8 +43,9 @@ from .errors import ConfigError, SampledSoftmaxError, did_you_mean
 
 TOP_KEYS = ("name", "out_dir", "base", "grid")
 
-COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "V", "steps", "wall_s", "pairs_per_sec", "step_ms",
-           "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10", "status", "run_dir"]
+COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "V", "budget", "steps", "train_s", "wall_s",
+           "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10", "wordsim", "analogy",
+           "bias_gap", "grad_cosine", "status", "run_dir"]
 
 # losses whose sampler / num_sampled settings are used (inbatch takes the batch's contexts; full samples nothing)
 _SAMPLING_LOSSES = ("sampled", "nce", "negative")
@@ -264,13 +265,64 @@ def _base_row(cell: Cell, cfg) -> dict:
         "S": lc.num_sampled if sampling else "",
         "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
         "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
+        "budget": "seconds" if cfg.train.max_seconds else "pairs",
     }
 
 
-def run_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
-    """Train one cell and return its results row (status "ok" or "failed: <message>")."""
+def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = True) -> dict:
+    """Train one cell and return its results row (status "ok" or "failed: <message>").
+
+    With `isolate` (the default) the cell trains in a fresh child process, so its peak memory is its own and not
+    the largest of every cell before it, and a crash or an out-of-memory kill of one cell is a failed row rather than
+    the end of the sweep. Ctrl-C reaches the child's trainer, which checkpoints and stops; the row then says
+    "interrupted"."""
+    if not isolate:
+        return _train_cell(cell, runs_root, quiet)
+    import signal
+
+    from .bench import _process_context
+
+    ctx = _process_context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_cell_worker, args=(send, cell, runs_root, quiet), daemon=True)
+    t0 = time.perf_counter()
+    old = signal.signal(signal.SIGINT, lambda *_: None)  # the child handles Ctrl-C; wait for its row
+    try:
+        proc.start()
+        send.close()  # the child holds the only write end: recv() raises EOFError if it dies before answering
+        try:
+            row = recv.recv()
+        except EOFError:
+            row = None
+        finally:
+            recv.close()
+            proc.join()
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if row is not None:
+        return row
+    code = proc.exitcode
+    why = (f"the cell's process was killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
+           if code is not None and code < 0 else f"the cell's process exited with code {code}")
     from .embeddings.config import load_config
-    from .embeddings.train import train
+
+    row = _base_row(cell, load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"]))
+    row.update(wall_s=time.perf_counter() - t0, status=f"failed: {why}")
+    return row
+
+
+def _cell_worker(conn, cell: Cell, runs_root: Path, quiet: bool) -> None:
+    try:
+        row = _train_cell(cell, runs_root, quiet)
+    except BaseException as e:  # noqa: BLE001 - report, never hang the parent
+        row = {"cell": cell.id, "status": f"failed: {_one_line(e)}"}
+    conn.send(row)
+    conn.close()
+
+
+def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
+    from .embeddings.config import load_config
+    from .embeddings.train import peak_mem_mb, resolve_device, train
 
     cfg = load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"])
     row = _base_row(cell, cfg)
@@ -283,9 +335,11 @@ def run_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
     wall = time.perf_counter() - t0
     run_dir = Path(out["run_dir"])
     m = out.get("metrics") or {}
-    row.update(steps=out["step"], wall_s=wall, run_dir=str(run_dir),
+    row.update(steps=out["step"], train_s=out.get("train_seconds"), wall_s=wall, run_dir=str(run_dir),
                full_ce=m.get("eval/full_ce"), excess_ce=m.get("eval/excess_ce"),
-               top1=m.get("eval/top1"), top10=m.get("eval/top10"))
+               top1=m.get("eval/top1"), top10=m.get("eval/top10"), wordsim=m.get("eval/wordsim"),
+               analogy=m.get("eval/analogy"), bias_gap=m.get("bias/exact_minus_objective"),
+               grad_cosine=m.get("bias/grad_cosine"))
     v = _trained_vocab_size(run_dir)
     if v is not None:
         row["V"] = v
@@ -297,8 +351,8 @@ def run_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
         row["pairs_per_sec"] = statistics.median(s["perf/pairs_per_sec"])
     if s.get("perf/step_ms"):
         row["step_ms"] = statistics.median(s["perf/step_ms"])
-    if s.get("sys/peak_mem_mb"):
-        row["peak_mem_mb"] = max(s["sys/peak_mem_mb"])
+    # the process's peak (RSS on the CPU, allocator peak on CUDA) including evaluation; per cell when isolated
+    row["peak_mem_mb"] = peak_mem_mb(resolve_device(cfg.train.device))
     row["status"] = "ok" if not out.get("stopped") else f"failed: interrupted at step {out['step']}"
     return row
 

@@ -73,6 +73,10 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path, monkeypatch, capsys):
         assert list(run_dir.glob("events.out.tfevents.*")), "one TensorBoard run per cell"
     assert ok["sampled-uniform-S16"]["sampler"] == "uniform" and ok["sampled-uniform-S16"]["S"] == "16"
     assert ok["full"]["sampler"] == "" and ok["full"]["S"] == ""
+    assert all(r["budget"] == "pairs" and float(r["train_s"]) > 0 for r in ok.values())
+    sampled = ok["sampled-uniform-S16"]  # the sampled-vs-exact bias diagnostics of the final evaluation
+    assert sampled["bias_gap"] not in ("", "nan") and -1 <= float(sampled["grad_cosine"]) <= 1
+    assert ok["full"]["bias_gap"] == "" and ok["full"]["wordsim"] == ""
     md = (out / "results.md").read_text()
     assert md.count("\n") == 2 + 3 and md.startswith("| cell | loss |")
     err = capsys.readouterr().err
@@ -126,3 +130,14 @@ def test_shipped_sweep_files_validate():
     assert len(quick.cells) == 12
     full = load_sweep(root / "sweep.yaml")
     assert len({c.id for c in full.cells}) == len(full.cells) == 58
+
+
+def test_equal_wall_clock_budget_cells(tmp_path):
+    """train.max_seconds in base: every cell trains for the same time, so their step counts differ."""
+    base = [b for b in BASE if not b.startswith("train.max_steps")] + [
+        "train.max_steps=100000", "train.max_seconds=0.5", "eval.every=100000"]
+    grid = [{"loss.name": ["sampled"], "loss.num_sampled": [16]}, {"loss.name": ["full"]}]
+    rows = run_sweep(write_sweep(tmp_path, grid, base=base), quiet=True)
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for r in rows:
+        assert r["budget"] == "seconds" and 0.5 <= float(r["train_s"]) < 10 and 0 < int(r["steps"]) < 100000

@@ -261,3 +261,33 @@ def test_divergence_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(
     assert code == 2 and len(err) == 1 and "training diverged" in err[0] and "optim.alpha" in err[0]
     state = load_checkpoint(tmp_path / "div" / "last.pt")
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_wall_clock_budget_stops_training_and_still_evaluates(tmp_path):
+    """train.max_seconds: the run stops once the training steps (evaluation excluded) have used the budget, the
+    learning rate decays by time rather than by the (unreachable) step count, and the final exact eval runs."""
+    cfg = _cfg(tmp_path, "train.max_steps=1000000", "train.max_seconds=1.0", "eval.every=1000000",
+               "train.log_every=5", "optim.min_alpha=0.0")
+    t0 = time.perf_counter()
+    result = train(cfg, quiet=True)
+    assert time.perf_counter() - t0 < 60
+    assert 0 < result["step"] < 1_000_000
+    assert 1.0 <= result["train_seconds"] < 10.0
+    s = _scalars(result["run_dir"])
+    lrs = [v for _, v in s["train/lr"]]
+    assert lrs[0] > lrs[-1] and lrs[-1] < 0.5 * cfg.optim.alpha  # decayed by elapsed time, not by step/1e6
+    assert [st for st, _ in s["eval/full_ce"]] == [0, result["step"]]
+    state = load_checkpoint(Path(result["run_dir"]) / "last.pt")
+    assert state["train_seconds"] == pytest.approx(result["train_seconds"])
+
+
+def test_budget_progress_takes_the_further_of_steps_and_time():
+    from sampledsoftmax.embeddings.train import Budget, lr_at_progress
+
+    b = Budget(total=100, max_seconds=10.0, seconds=2.0)
+    assert b.progress(50) == 0.5 and b.progress(10) == pytest.approx(0.2) and not b.out_of_time()
+    b.seconds = 10.0
+    assert b.out_of_time() and b.progress(0) == 1.0
+    assert not Budget(total=100).out_of_time() and Budget(total=100).progress(25) == 0.25
+    assert lr_at_progress(0.0, 0.1, 0.0) == 0.1 and lr_at_progress(0.5, 0.1, 0.0) == pytest.approx(0.05)
+    assert lr_at_progress(2.0, 0.1, 0.01) == pytest.approx(0.01)

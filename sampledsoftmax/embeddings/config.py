@@ -100,6 +100,7 @@ class OptimConfig:
 class TrainConfig:
     epochs: int = 5
     max_steps: Optional[int] = None
+    max_seconds: Optional[float] = None  # a wall-clock budget for the training steps (evaluation excluded)
     seed: int = 0
     device: str = "auto"  # cpu | cuda | auto
     bf16: bool = False
@@ -382,7 +383,8 @@ def validate(cfg: Config) -> Config:
     if s.num_tokens < s.sentence_length:
         raise ConfigError(f"data.synthetic.num_tokens={s.num_tokens!r} is out of range: must be >= "
                           f"data.synthetic.sentence_length = {s.sentence_length!r} (one sentence)")
-    for key, value in [("optim.alpha", cfg.optim.alpha), ("loss.memory_budget_mb", cfg.loss.memory_budget_mb)]:
+    for key, value in [("optim.alpha", cfg.optim.alpha), ("loss.memory_budget_mb", cfg.loss.memory_budget_mb),
+                       ("train.max_seconds", cfg.train.max_seconds)]:
         if value is not None and not value > 0:
             raise ConfigError(f"{key}={value!r} is out of range: must be > 0")
     if not 0 <= cfg.optim.min_alpha <= cfg.optim.alpha:

@@ -169,7 +169,41 @@ def ensure_finite(modules, step: int, alpha: float) -> None:
 
 def lr_at(step: int, total: int, alpha: float, min_alpha: float) -> float:
     """word2vec's linear decay from alpha to min_alpha over the run."""
-    return alpha - (alpha - min_alpha) * min(step / max(total, 1), 1.0)
+    return lr_at_progress(step / max(total, 1), alpha, min_alpha)
+
+
+def lr_at_progress(progress: float, alpha: float, min_alpha: float) -> float:
+    """Linear decay from alpha (progress 0) to min_alpha (progress >= 1)."""
+    return alpha - (alpha - min_alpha) * min(max(progress, 0.0), 1.0)
+
+
+class Budget:
+    """A run's budget: `total` steps and, optionally, `max_seconds` of training time (the steps themselves;
+    evaluation and checkpoints are not counted). Progress, which drives the learning-rate decay, is whichever of the
+    two is further along, so a wall-clock-budgeted run still decays to min_alpha by its end. `seconds` is carried
+    across --resume in the checkpoint. A time budget makes the run's length depend on the machine: two runs with
+    the same seed stop at different steps."""
+
+    def __init__(self, total: int, max_seconds: Optional[float] = None, seconds: float = 0.0):
+        self.total, self.max_seconds, self.seconds = total, max_seconds, seconds
+        self._t0: Optional[float] = None
+
+    def progress(self, step: int) -> float:
+        p = step / max(self.total, 1)
+        if self.max_seconds:
+            p = max(p, self.seconds / self.max_seconds)
+        return p
+
+    def out_of_time(self) -> bool:
+        return self.max_seconds is not None and self.seconds >= self.max_seconds
+
+    def start_step(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def end_step(self) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
 
 
 def peak_mem_mb(device: torch.device) -> float:
@@ -293,6 +327,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     batches_per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size))
     total = cfg.train.max_steps or cfg.train.epochs * batches_per_epoch
     scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0  # SGD: per-pair rate alpha, as word2vec
+    budget = Budget(total, cfg.train.max_seconds)
     step, epoch, batch, best = 0, 0, 0, math.inf
     run_sum = torch.zeros((), dtype=torch.float64, device=device)  # float64 running objective, no per-step sync
     run_n = 0
@@ -306,6 +341,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         step, epoch, batch, best = state["step"], state["epoch"], state["batch"], state["best_ce"]
         run_sum.fill_(state["run_sum"])
         run_n = state["run_n"]
+        budget.seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["rng_torch"])
         gen.set_state(state["rng_loss"])
     else:
@@ -318,7 +354,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "run_sum": float(run_sum), "run_n": run_n,
             "rng_torch": torch.get_rng_state(), "rng_loss": gen.get_state(), "config": config_to_dict(cfg),
-            "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "format": 1,
+            "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "train_seconds": budget.seconds, "format": 1,
         }, run_dir / path_name)
 
     def evaluate() -> dict[str, float]:
@@ -342,17 +378,18 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     stopped = False
     try:
         with interruptible() as flag:
-            while step < total and (cfg.train.max_steps or epoch < cfg.train.epochs):  # max_steps may span epochs
-                for centers, contexts in data.pairs.epoch_batches(epoch, start_batch=batch):
-                    if step >= total or flag["stop"] or step == stop_at_step:
+            while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
+                for centers, contexts in data.pairs.epoch_batches(epoch, start_batch=batch):  # max_steps may span epochs
+                    if step >= total or budget.out_of_time() or flag["stop"] or step == stop_at_step:
                         break
-                    lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
+                    lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
                     if step % cfg.eval.every == 0:
                         metrics = evaluate()
                         t_log, n_pairs, n_steps = time.perf_counter(), 0, 0  # evaluation is not training throughput
                     if step % cfg.train.checkpoint_every == 0 and step > 0:
                         checkpoint()
+                    budget.start_step()
                     c = torch.as_tensor(centers, device=device)
                     x = torch.as_tensor(contexts, device=device)
                     with amp:
@@ -368,6 +405,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     n_steps += 1
                     step += 1
                     batch += 1
+                    budget.end_step()
                     if step % cfg.train.log_every == 0:
                         dt = time.perf_counter() - t_log
                         values = {"train/objective": float(run_sum) / run_n,  # .item(): a sync, on log steps only
@@ -397,7 +435,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         log.close()
     if stopped:
         log.message(f"stopped at step {step}: checkpoint saved; continue with --resume")
-    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best}
+    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best,
+            "train_seconds": budget.seconds}
 
 
 def _check_resumable(state: dict, cfg: Config, data: Data) -> None:

@@ -100,6 +100,8 @@ def validate_lm(cfg: LMConfig) -> LMConfig:
                        ("eval.every", cfg.eval.every), ("eval.batch_size", cfg.eval.batch_size),
                        ("eval.max_batches", cfg.eval.max_batches), ("data.min_count", cfg.data.min_count)):
         positive(key, value)
+    if cfg.train.max_seconds is not None and not cfg.train.max_seconds > 0:
+        raise ConfigError(f"train.max_seconds={cfg.train.max_seconds} must be > 0")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     if not 0.0 < cfg.data.heldout_fraction < 0.5:

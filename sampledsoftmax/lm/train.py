@@ -19,12 +19,13 @@ import torch
 
 from ..embeddings.checkpoint import load_checkpoint, save_checkpoint
 from ..embeddings.train import (
+    Budget,
     TrainingDiverged,
     build_loss_fn,
     build_optimizers,
     ensure_finite,
     interruptible,
-    lr_at,
+    lr_at_progress,
     peak_mem_mb,
     prepare_run_dir,
     resolve_device,
@@ -112,6 +113,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         raise ConfigError(f"the corpus is too short for one batch of optim.batch_size={cfg.optim.batch_size} "
                           f"sequences of data.seq_len={cfg.data.seq_len}; lower them")
     total = cfg.train.max_steps or cfg.train.epochs * batches.num_batches()
+    budget = Budget(total, cfg.train.max_seconds)
     step, epoch, batch, best = 0, 0, 0, math.inf
     if resume:
         state = load_checkpoint(run_dir / "last.pt")
@@ -122,6 +124,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         for o, s in zip(opts, state["optimizers"]):
             o.load_state_dict(s)
         step, epoch, batch, best = state["step"], state["epoch"], state["batch"], state["best_ce"]
+        budget.seconds = state.get("train_seconds", 0.0)
         torch.set_rng_state(state["rng_torch"])
         gen.set_state(state["rng_loss"])
 
@@ -131,7 +134,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "rng_torch": torch.get_rng_state(),
             "rng_loss": gen.get_state(), "config": lm_config_to_dict(cfg), "loss_name": cfg.loss.name,
-            "num_classes": v, "format": 1,
+            "num_classes": v, "train_seconds": budget.seconds, "format": 1,
         }, run_dir / name)
 
     def evaluate() -> dict[str, float]:
@@ -157,17 +160,18 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
     stopped = False
     try:
         with interruptible() as flag:
-            while step < total and (cfg.train.max_steps or epoch < cfg.train.epochs):
+            while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
                 for x, y in batches.epoch_batches(epoch, start_batch=batch):
-                    if step >= total or flag["stop"] or step == stop_at_step:
+                    if step >= total or budget.out_of_time() or flag["stop"] or step == stop_at_step:
                         break
-                    lr = lr_at(step, total, cfg.optim.alpha, cfg.optim.min_alpha)
+                    lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
                     if step % cfg.eval.every == 0:
                         metrics = evaluate()
                         t_log, n_tok, n_steps = time.perf_counter(), 0, 0  # evaluation is not throughput
                     if step % cfg.train.checkpoint_every == 0 and step > 0:
                         checkpoint()
+                    budget.start_step()
                     x, y = x.to(device), y.to(device)
                     with amp:
                         loss = loss_fn(model(x), y)  # hidden (B, T, d), targets (B, T)
@@ -180,6 +184,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                         o.step()
                     run_sum, run_n = run_sum + loss.detach().double(), run_n + 1  # summed on device, read on log steps
                     n_tok, n_steps, step, batch = n_tok + y.numel(), n_steps + 1, step + 1, batch + 1
+                    budget.end_step()
                     if step % cfg.train.log_every == 0:
                         dt = time.perf_counter() - t_log
                         values = {"train/objective": float(run_sum) / run_n, "train/lr": lr,
@@ -203,4 +208,5 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         log.close()
     if stopped:
         log.message(f"stopped at step {step}: checkpoint saved; continue with --resume")
-    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best}
+    return {"run_dir": run_dir, "step": step, "stopped": stopped, "metrics": metrics, "best_ce": best,
+            "train_seconds": budget.seconds}
