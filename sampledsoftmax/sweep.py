@@ -87,13 +87,17 @@ def _id_part(key: str, value: Any) -> str:
         return f"S{value}"
     if key == "data.synthetic.vocab_size":
         return f"V{value}"
+    if key == "data.max_final_vocab":
+        return f"maxV{value}"
+    if key == "data.min_count":
+        return f"min{value}"
     if key == "loss.subtract_log_q":
         return "logq" if value else "nologq"
     return f"{key.rsplit('.', 1)[-1]}{_fmt_value(value)}"
 
 
 _ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3,
-             "data.synthetic.vocab_size": 99}
+             "data.synthetic.vocab_size": 99, "data.max_final_vocab": 99, "data.min_count": 99}
 
 
 def cell_id(values: dict[str, Any]) -> str:
@@ -180,9 +184,12 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     root = Path(out_dir) / "runs"
     for c in cells:  # fail fast: a typo in any cell stops the sweep before the first step of training
         try:
-            load_config(None, [*c.overrides, f"name={c.id}", f"runs_root={root}"])
+            cfg = load_config(None, [*c.overrides, f"name={c.id}", f"runs_root={root}"])
         except ConfigError as e:
             raise ConfigError(f"sweep cell {c.id}: {e}") from None
+        if cfg.data.corpus != "synthetic" and not Path(cfg.data.corpus).exists():
+            raise ConfigError(f"sweep cell {c.id}: data.corpus {cfg.data.corpus!r} does not exist; point it at a "
+                              f"text file or directory with --set data.corpus=PATH")
     return Sweep(name, Path(out_dir), base, cells)
 
 

@@ -130,6 +130,29 @@ def test_shipped_sweep_files_validate():
     assert len(quick.cells) == 12
     full = load_sweep(root / "sweep.yaml")
     assert len({c.id for c in full.cells}) == len(full.cells) == 58
+    with pytest.raises(ConfigError, match="data.corpus 'data/text8' does not exist"):  # the user's corpus
+        load_sweep(root / "sweep_text.yaml")
+    text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file
+    assert len({c.id for c in text.cells}) == len(text.cells) == 22
+
+
+def test_real_text_sweep_varies_the_class_count_through_the_vocabulary_cap(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{chr(97 + i % 26)}{chr(97 + i // 26)}" for i in range(300)])
+    p = 1.0 / np.arange(1, 301)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(rng.choice(words, size=12, p=p / p.sum())) for _ in range(1500)) + "\n")
+    base = [f"data.corpus={corpus}", "data.min_count=1", "data.sample=0", "data.heldout_fraction=0.05",
+            "model.dim=8", "optim.batch_size=256", "train.max_steps=5", "train.log_every=5", "train.device=cpu",
+            "eval.every=5", "eval.projector_words=10"]
+    grid = [{"loss.name": ["sampled"], "loss.num_sampled": [16], "data.max_final_vocab": [50, 120]}]
+    rows = run_sweep(write_sweep(tmp_path, grid, base=base), quiet=True)
+    assert [r["cell"] for r in rows] == ["sampled-S16-maxV50", "sampled-S16-maxV120"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [int(r["V"]) for r in rows] == [50, 120]  # the trained vocabulary, read back from the run
+    assert all(r["excess_ce"] in ("", None) and float(r["full_ce"]) > 0 for r in rows)  # no Bayes CE on real text
 
 
 def test_equal_wall_clock_budget_cells(tmp_path):
