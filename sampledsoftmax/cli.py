@@ -11,6 +11,7 @@ exits 2; a programming error keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -162,6 +163,8 @@ def _add_run_options(p: argparse.ArgumentParser, example: str) -> None:
 
 def _report_run(result: dict, runs_root: str) -> int:
     """Print the run's final exact metrics and where its TensorBoard logs are; 130 if it was interrupted."""
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job
+        return 130 if result["stopped"] else 0
     summary = " ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if k.startswith("eval/"))
     print(f"run: {result['run_dir']}  step {result['step']}  {summary}")
     print(f"TensorBoard: tensorboard --logdir {runs_root}")
@@ -308,10 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SampledSoftmaxError as e:
         message = " ".join(str(e).split("\n")) or type(e).__name__
-        print(f"error: {message}", file=sys.stderr)
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike: one line, from rank 0
+            print(f"error: {message}", file=sys.stderr)
         return 2
     except SystemExit as e:  # --help and --version exit 0 through argparse
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:
+            from .distributed import shutdown
+
+            shutdown()

@@ -104,3 +104,28 @@ class RunLogger:
         if self._bar is not None:
             self._bar.close()
         self.writer.close()
+
+
+class NullLogger:
+    """The logger of a data-parallel rank other than 0: writes nothing (rank 0 owns the run's files and console)."""
+
+    def hparams(self, config: dict[str, Any]) -> None:
+        pass
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        pass
+
+    def progress(self, step: int, values: dict[str, float]) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def projector(self, vectors, words: list[str], step: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

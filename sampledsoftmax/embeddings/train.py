@@ -26,7 +26,7 @@ from ..errors import ConfigError, DataError, SampledSoftmaxError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, save_config
 from .model import SkipGram
-from .tblog import RunLogger
+from .tblog import NullLogger, RunLogger
 
 
 class TrainingDiverged(SampledSoftmaxError):
@@ -313,27 +313,38 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     for kind in ("wordsim", "simlex", "analogy"):  # a missing evaluation file fails now, not after the first steps
         if getattr(cfg.eval, kind):
             resolve_eval_path(getattr(cfg.eval, kind), kind)
-    run_dir = prepare_run_dir(cfg, resume)
-    torch.manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    from ..distributed import init_from_env, shard_batches
+
+    ddp, device = init_from_env(cfg.train.device)  # torchrun: data-parallel (see sampledsoftmax.distributed)
     if cfg.train.bf16 and device.type != "cuda":
         raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
+    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
+    torch.manual_seed(cfg.train.seed)
+    if not ddp.is_main:
+        ddp.barrier()  # rank 0 reads the corpus first and fills the cache; the others then load it
     data = build_data(cfg)
-    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)
+    if ddp.is_main:
+        ddp.barrier()
+    gen = torch.Generator(device=device).manual_seed(cfg.train.seed)  # the same on every rank: one global sample
     opt_name = cfg.optim.name
     model = SkipGram(len(data.vocab), cfg.model.dim, sparse=opt_name != "adam").to(device)
     loss_fn = build_loss_fn(cfg, data.vocab, gen).to(device)
     opts = build_optimizers(opt_name, model, loss_fn, cfg.optim.alpha)
-    batches_per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size))
+    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())
+    batches_per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size) // ddp.world)
     total = cfg.train.max_steps or cfg.train.epochs * batches_per_epoch
-    scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0  # SGD: per-pair rate alpha, as word2vec
+    # SGD: per-pair rate alpha, as word2vec (summed over the global batch); otherwise the global batch's mean
+    scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0 / ddp.world
     budget = Budget(total, cfg.train.max_seconds)
     step, epoch, batch, best = 0, 0, 0, math.inf
     run_sum = torch.zeros((), dtype=torch.float64, device=device)  # float64 running objective, no per-step sync
     run_n = 0
     if resume:
-        state = load_checkpoint(run_dir / "last.pt")
+        state = load_checkpoint(run_dir / "last.pt")  # every rank reads it: a shared filesystem across machines
         _check_resumable(state, cfg, data)
+        if state.get("world_size", 1) != ddp.world:
+            raise ConfigError(f"the checkpoint was written by {state.get('world_size', 1)} process(es); resume "
+                              f"with the same number (now {ddp.world})")
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         for o, s in zip(opts, state["optimizers"]):
@@ -349,16 +360,21 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
         data.vocab.save(run_dir / "vocab.tsv")
 
     def checkpoint(path_name: str = "last.pt") -> None:
+        if not ddp.is_main:  # the ranks hold the same weights; rank 0 writes
+            return
         ensure_finite((model, loss_fn), step, cfg.optim.alpha)
         save_checkpoint({
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "run_sum": float(run_sum), "run_n": run_n,
             "rng_torch": torch.get_rng_state(), "rng_loss": gen.get_state(), "config": config_to_dict(cfg),
-            "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "train_seconds": budget.seconds, "format": 1,
+            "vocab_hash": data.vocab.hash(), "loss_name": cfg.loss.name, "train_seconds": budget.seconds,
+            "world_size": ddp.world, "format": 1,
         }, run_dir / path_name)
 
     def evaluate() -> dict[str, float]:
         nonlocal best
+        if not ddp.is_main:  # rank 0 evaluates; the others wait for it at the next collective
+            return {}
         m = run_eval(cfg, data, model, loss_fn, device, step)
         log.scalars(m, step)
         log.flush()
@@ -367,11 +383,12 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
             checkpoint("best.pt")
         return m
 
-    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet)
-    log.message(f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name} steps={total}; "
-                f"TensorBoard: tensorboard --logdir {Path(cfg.runs_root)}")
+    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet) if ddp.is_main else NullLogger()
+    log.message(f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name} steps={total}"
+                + (f" x {ddp.world} processes" if ddp.enabled else "")
+                + f"; TensorBoard: tensorboard --logdir {Path(cfg.runs_root)}")
     if not resume:
-        log.hparams(config_to_dict(cfg))
+        log.hparams({**config_to_dict(cfg), "world_size": ddp.world})
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
     metrics: dict[str, float] = {}
     t_log, n_pairs, n_steps = time.perf_counter(), 0, 0
@@ -379,8 +396,13 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     try:
         with interruptible() as flag:
             while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
-                for centers, contexts in data.pairs.epoch_batches(epoch, start_batch=batch):  # max_steps may span epochs
-                    if step >= total or budget.out_of_time() or flag["stop"] or step == stop_at_step:
+                stream = data.pairs.epoch_batches(epoch, start_batch=batch * ddp.world)
+                for centers, contexts in shard_batches(stream, ddp.rank, ddp.world):  # max_steps may span epochs
+                    if ddp.enabled:  # every rank must agree to stop, or one would wait forever in a collective
+                        flag["stop"], out_of_time = ddp.any(flag["stop"], budget.out_of_time())
+                    else:
+                        out_of_time = budget.out_of_time()
+                    if step >= total or out_of_time or flag["stop"] or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -397,6 +419,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     for o in opts:
                         o.zero_grad(set_to_none=True)
                     (loss * scale).backward()
+                    ddp.all_reduce_grads(params)
                     for o in opts:
                         o.step()
                     run_sum += loss.detach().double()
@@ -408,8 +431,9 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     budget.end_step()
                     if step % cfg.train.log_every == 0:
                         dt = time.perf_counter() - t_log
-                        values = {"train/objective": float(run_sum) / run_n,  # .item(): a sync, on log steps only
-                                  "train/lr": lr, "perf/pairs_per_sec": n_pairs / dt,
+                        obj_sum, pairs_sum = ddp.sum([float(run_sum), n_pairs])  # .item(): a sync, on log steps only
+                        values = {"train/objective": obj_sum / (run_n * ddp.world),
+                                  "train/lr": lr, "perf/pairs_per_sec": pairs_sum / dt,
                                   "perf/step_ms": 1000 * dt / max(1, n_steps),
                                   "sys/peak_mem_mb": peak_mem_mb(device)}
                         if not math.isfinite(values["train/objective"]):  # last.pt still holds the last good state
@@ -428,9 +452,11 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
             stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
                 metrics = evaluate()
-                k = min(cfg.eval.projector_words, len(data.vocab))
-                log.projector(model.vectors[:k].detach().float().cpu(), data.vocab.words[:k], step)
+                if ddp.is_main:
+                    k = min(cfg.eval.projector_words, len(data.vocab))
+                    log.projector(model.vectors[:k].detach().float().cpu(), data.vocab.words[:k], step)
             checkpoint()
+            ddp.barrier()  # nobody leaves before rank 0 has written the final checkpoint
     finally:
         log.close()
     if stopped:

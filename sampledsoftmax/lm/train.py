@@ -28,10 +28,9 @@ from ..embeddings.train import (
     lr_at_progress,
     peak_mem_mb,
     prepare_run_dir,
-    resolve_device,
     set_lr,
 )
-from ..embeddings.tblog import RunLogger
+from ..embeddings.tblog import NullLogger, RunLogger
 from ..errors import ConfigError
 from .config import LMConfig, lm_config_to_dict
 from .data import LMBatches, eval_batches, sentences_to_stream
@@ -92,12 +91,18 @@ def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) 
 
 def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_at_step: Optional[int] = None) -> dict:
     """Train the configured LM; returns the run directory, step and final metrics."""
-    run_dir = prepare_run_dir(cfg, resume)
-    torch.manual_seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    from ..distributed import init_from_env, shard_batches
+
+    ddp, device = init_from_env(cfg.train.device)  # torchrun: data-parallel (see sampledsoftmax.distributed)
     if cfg.train.bf16 and device.type != "cuda":
         raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
+    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
+    torch.manual_seed(cfg.train.seed)  # the same on every rank: identical initial weights and one global sample
+    if not ddp.is_main:
+        ddp.barrier()  # rank 0 reads the corpus first and fills the cache; the others then load it
     words, train_stream, heldout_stream, counts = build_lm_data(cfg)
+    if ddp.is_main:
+        ddp.barrier()
     v, mc = len(words), cfg.model
     if cfg.loss.name != "full" and cfg.loss.name != "inbatch" and cfg.loss.num_sampled >= v:
         raise ConfigError(f"loss.num_sampled={cfg.loss.num_sampled} must be below the vocabulary size {v}")
@@ -112,13 +117,19 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
     if batches.num_batches() == 0:
         raise ConfigError(f"the corpus is too short for one batch of optim.batch_size={cfg.optim.batch_size} "
                           f"sequences of data.seq_len={cfg.data.seq_len}; lower them")
-    total = cfg.train.max_steps or cfg.train.epochs * batches.num_batches()
+    if batches.num_batches() < ddp.world:
+        raise ConfigError(f"the corpus has {batches.num_batches()} batch(es) per epoch, fewer than the "
+                          f"{ddp.world} processes; lower optim.batch_size or use fewer processes")
+    total = cfg.train.max_steps or cfg.train.epochs * (batches.num_batches() // ddp.world)
     budget = Budget(total, cfg.train.max_seconds)
     step, epoch, batch, best = 0, 0, 0, math.inf
     if resume:
         state = load_checkpoint(run_dir / "last.pt")
         if state.get("loss_name") != cfg.loss.name or state.get("num_classes") != v:
             raise ConfigError("the checkpoint was trained with another loss or vocabulary; start a new run")
+        if state.get("world_size", 1) != ddp.world:
+            raise ConfigError(f"the checkpoint was written by {state.get('world_size', 1)} process(es); resume "
+                              f"with the same number (now {ddp.world})")
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         for o, s in zip(opts, state["optimizers"]):
@@ -129,16 +140,20 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         gen.set_state(state["rng_loss"])
 
     def checkpoint(name: str = "last.pt") -> None:
+        if not ddp.is_main:  # the ranks hold the same weights; rank 0 writes
+            return
         ensure_finite((model, loss_fn), step, cfg.optim.alpha)
         save_checkpoint({
             "model": model.state_dict(), "loss": loss_fn.state_dict(), "optimizers": [o.state_dict() for o in opts],
             "step": step, "epoch": epoch, "batch": batch, "best_ce": best, "rng_torch": torch.get_rng_state(),
             "rng_loss": gen.get_state(), "config": lm_config_to_dict(cfg), "loss_name": cfg.loss.name,
-            "num_classes": v, "train_seconds": budget.seconds, "format": 1,
+            "num_classes": v, "train_seconds": budget.seconds, "world_size": ddp.world, "format": 1,
         }, run_dir / name)
 
     def evaluate() -> dict[str, float]:
         nonlocal best
+        if not ddp.is_main:  # rank 0 evaluates; the others wait for it at the next collective
+            return {}
         m = exact_perplexity(cfg, model, loss_fn, heldout_stream, device)
         log.scalars(m, step)
         log.flush()
@@ -147,11 +162,12 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
             checkpoint("best.pt")
         return m
 
-    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet)
-    log.message(f"LM run {run_dir}: V={v} arch={mc.arch} loss={cfg.loss.name} steps={total}; "
-                f"TensorBoard: tensorboard --logdir {cfg.runs_root}")
+    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet) if ddp.is_main else NullLogger()
+    log.message(f"LM run {run_dir}: V={v} arch={mc.arch} loss={cfg.loss.name} steps={total}"
+                + (f" x {ddp.world} processes" if ddp.enabled else "")
+                + f"; TensorBoard: tensorboard --logdir {cfg.runs_root}")
     if not resume:
-        log.hparams(lm_config_to_dict(cfg))
+        log.hparams({**lm_config_to_dict(cfg), "world_size": ddp.world})
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
     params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())
     clip = not (cfg.loss.sparse and loss_fn.is_sampled)  # clip_grad_norm_ needs dense gradients
@@ -161,8 +177,13 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
     try:
         with interruptible() as flag:
             while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
-                for x, y in batches.epoch_batches(epoch, start_batch=batch):
-                    if step >= total or budget.out_of_time() or flag["stop"] or step == stop_at_step:
+                stream = batches.epoch_batches(epoch, start_batch=batch * ddp.world)
+                for x, y in shard_batches(stream, ddp.rank, ddp.world):
+                    if ddp.enabled:  # every rank must agree to stop, or one would wait forever in a collective
+                        flag["stop"], out_of_time = ddp.any(flag["stop"], budget.out_of_time())
+                    else:
+                        out_of_time = budget.out_of_time()
+                    if step >= total or out_of_time or flag["stop"] or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -177,7 +198,8 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                         loss = loss_fn(model(x), y)  # hidden (B, T, d), targets (B, T)
                     for o in opts:
                         o.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss / ddp.world).backward()  # summed over ranks below: the global batch's mean
+                    ddp.all_reduce_grads(params)
                     if clip:
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
                     for o in opts:
@@ -187,8 +209,9 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     budget.end_step()
                     if step % cfg.train.log_every == 0:
                         dt = time.perf_counter() - t_log
-                        values = {"train/objective": float(run_sum) / run_n, "train/lr": lr,
-                                  "perf/tokens_per_sec": n_tok / dt, "perf/step_ms": 1000 * dt / max(1, n_steps),
+                        obj_sum, tok_sum = ddp.sum([float(run_sum), n_tok])
+                        values = {"train/objective": obj_sum / (run_n * ddp.world), "train/lr": lr,
+                                  "perf/tokens_per_sec": tok_sum / dt, "perf/step_ms": 1000 * dt / max(1, n_steps),
                                   "sys/peak_mem_mb": peak_mem_mb(device)}
                         if not math.isfinite(values["train/objective"]):
                             raise TrainingDiverged(f"training diverged at step {step}; lower optim.alpha "
@@ -204,6 +227,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
             if not stopped:
                 metrics = evaluate()
             checkpoint()
+            ddp.barrier()  # nobody leaves before rank 0 has written the final checkpoint
     finally:
         log.close()
     if stopped:
