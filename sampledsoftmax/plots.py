@@ -1,8 +1,8 @@
 """PNG plots of a sweep's results table: what each loss costs and how close it gets, as the class count V grows.
 
     from sampledsoftmax.plots import plot_sweep
-    from sampledsoftmax.sweep import _read_results
-    plot_sweep(Path("sweeps/quick"), _read_results(Path("sweeps/quick/results.csv")))  # -> the paths written
+    with open("sweeps/quick/results.csv", newline="") as f:
+        plot_sweep(Path("sweeps/quick"), list(csv.DictReader(f)))  # -> the paths written
 
 Files, each drawn only when its columns have values (a plot with nothing to show is not written):
 
@@ -21,7 +21,8 @@ values are all positive and span more than 3x (memory: 30x), else linear: a narr
 A method (a *series*) is (loss, sampler, S, subtract_log_q), labelled like ``sampled log_uniform S=64``,
 ``sampled uniform S=64 no logQ``, ``negative S=5``, ``nce S=64``, ``inbatch``, ``full``. Cells that differ only
 in other settings are one series; their values at one V (and budget) are combined by the median. A method keeps
-its colour in every plot of one call (colours follow the sorted list of methods present).
+its colour in every plot of one call (colours follow the sorted list of methods present); bias.png, whose lines
+are (loss, sampler, logQ) across S, colours those on their own.
 
 Rows are the sweep's result dicts, fresh (numbers) or read back from results.csv (strings): empty strings and
 missing columns count as missing, and only rows whose status is ``ok`` are plotted. Importing this module does
@@ -46,7 +47,7 @@ MAX_FRONTIER_PANELS = 4  # V values shown in frontier.png / bias.png: the smalle
 DEFAULT_SAMPLER = "unigram"
 _LOSS_ORDER = {"full": 0, "sampled": 1, "nce": 2, "negative": 3, "inbatch": 4, "adaptive": 5}
 _LOSS_MARKER = {"full": "s", "sampled": "o", "nce": "^", "negative": "v", "inbatch": "D", "adaptive": "P"}
-_METRICS = ("wall_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "bias_gap")
+_METRICS = ("wall_s", "train_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "bias_gap")
 
 
 # ------------------------------------------------------------------------------------------------ parsing
@@ -273,7 +274,7 @@ def _auto_log(ax, which: str, values: Sequence[float], min_span: float = 3.0) ->
     if not values or min(values) <= 0 or max(values) / min(values) <= min_span:
         return
     decades = math.log10(max(values) / min(values))
-    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 2.5 else (1.0,)
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades <= 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
     getattr(ax, f"set_{which}scale")("log")
     axis = ax.xaxis if which == "x" else ax.yaxis
     axis.set_major_locator(LogLocator(base=10, subs=subs))
@@ -350,7 +351,10 @@ def _frontier_plot(path: Path, cells: Sequence[_Cell], colors: dict) -> Optional
     metric = _ce_metric(cells)
     if metric is None:
         return None
-    cells = [c for c in cells if metric in c.values and "wall_s" in c.values and c.values["wall_s"] > 0]
+    # x: the training time (train_s: the steps only, no data generation or evaluation), else the cell's wall time
+    tkey = "train_s" if cells and all(c.values.get("train_s", 0) > 0 for c in cells if metric in c.values) \
+        else "wall_s"
+    cells = [c for c in cells if metric in c.values and c.values.get(tkey, 0) > 0]
     if not cells:
         return None
     budgets = _budget_groups(cells)
@@ -371,7 +375,7 @@ def _frontier_plot(path: Path, cells: Sequence[_Cell], colors: dict) -> Optional
             ax.set_xticks([])
             ax.set_yticks([])
             continue
-        pts = [(c.values["wall_s"], c.values[metric]) for c in mine]
+        pts = [(c.values[tkey], c.values[metric]) for c in mine]
         for c, (x, y) in zip(mine, pts):
             st = _style(c.series, colors)
             ax.plot([x], [y], linestyle="none", marker=st["marker"], color=st["color"], markersize=6,
@@ -387,7 +391,7 @@ def _frontier_plot(path: Path, cells: Sequence[_Cell], colors: dict) -> Optional
         ax.grid(True, which="major", alpha=0.3)
         ax.tick_params(labelsize=8)
     for ax in axes[(nrows - 1) * ncols:]:
-        ax.set_xlabel("wall time (s)")
+        ax.set_xlabel("training time (s)" if tkey == "train_s" else "wall time (s)")
     ylabel = _CE_LABEL[metric].replace(" over Bayes optimum", "").replace("; no excess_ce recorded", "")
     for ax in axes[::ncols]:
         ax.set_ylabel(ylabel)

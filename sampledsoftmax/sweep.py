@@ -20,7 +20,12 @@ cells in order, each a real :func:`~sampledsoftmax.embeddings.train.train` in ``
 TensorBoard run with hparams per cell). After each cell ``<out_dir>/results.csv`` is rewritten atomically; a re-run
 skips the cells that already have an ``ok`` row, so an interrupted sweep resumes where it stopped. A cell that raises
 is recorded as ``failed: <message>`` and the sweep goes on. ``<out_dir>/results.md`` holds the same table in
-markdown, sorted by V then loss.
+markdown, sorted by V then loss, and the PNG plots of :mod:`sampledsoftmax.plots` (step time, peak memory and CE
+against V, the speed-accuracy frontier, the sampled-objective bias against S) are drawn at the end.
+
+Each cell trains in its own child process (its peak memory is its own; a crash or OOM kill is a failed row).
+Budgets: ``train.max_steps`` gives every cell the same number of training pairs; ``train.max_seconds`` (with a
+large max_steps) the same training time, so the two budgets answer "quality per step" and "quality per second".
 """
 
 from __future__ import annotations
@@ -415,6 +420,11 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
             interrupted = True  # Ctrl-C inside the trainer: stop here; a re-run resumes with this cell
     result = current()
     write_results(out_dir, result)
+    from .plots import plot_sweep
+
+    plots = plot_sweep(out_dir, result)
+    if plots:
+        say(f"sweep {sweep.name}: results in {out_dir / 'results.md'}; plots: {', '.join(p.name for p in plots)}")
     if interrupted:
         say(f"sweep {sweep.name}: interrupted; run it again to continue")
     return result

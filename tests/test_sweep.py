@@ -77,6 +77,8 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path, monkeypatch, capsys):
     sampled = ok["sampled-uniform-S16"]  # the sampled-vs-exact bias diagnostics of the final evaluation
     assert sampled["bias_gap"] not in ("", "nan") and -1 <= float(sampled["grad_cosine"]) <= 1
     assert ok["full"]["bias_gap"] == "" and ok["full"]["wordsim"] == ""
+    for png in ("step_time_vs_V.png", "peak_mem_vs_V.png", "ce_vs_V.png", "frontier.png", "bias.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png  # plots written with the results
     md = (out / "results.md").read_text()
     assert md.count("\n") == 2 + 3 and md.startswith("| cell | loss |")
     err = capsys.readouterr().err
