@@ -14,6 +14,8 @@ A sweep file (YAML)::
         data.synthetic.vocab_size: [1000, 10000]
       - loss.name: [full]          # a loss without a sampler is not multiplied by samplers
         data.synthetic.vocab_size: [1000, 10000]
+    budgets: [pairs, {seconds: 10}]  # default [pairs]: each cell once with base's train.max_steps, and once
+                                     # training for 10 s (cell id suffix "-10s")
 
 ``run_sweep(path)`` checks every cell's configuration (``load_config``) before any training starts, then runs the
 cells in order, each a real :func:`~sampledsoftmax.embeddings.train.train` in ``<out_dir>/runs/<cell id>`` (one
@@ -46,7 +48,10 @@ import yaml
 
 from .errors import ConfigError, SampledSoftmaxError, did_you_mean
 
-TOP_KEYS = ("name", "out_dir", "base", "grid")
+TOP_KEYS = ("name", "out_dir", "base", "grid", "budgets")
+
+# a time-budgeted cell runs until its training seconds are spent: its step limit is set out of reach
+_UNBOUNDED_STEPS = 10**9
 
 COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "V", "budget", "steps", "train_s", "wall_s",
            "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10", "wordsim", "analogy",
@@ -130,6 +135,26 @@ def _read_yaml(path: Union[str, Path]) -> dict:
     return raw
 
 
+def _parse_budgets(raw: Any) -> list[Optional[float]]:
+    """`budgets: [pairs, {seconds: 10}]` -> [None, 10.0]: None is the base's step budget (equal training pairs),
+    a number an equal training time in seconds for every cell."""
+    hint = "budgets: expected a list of `pairs` and/or `{seconds: N}`, e.g. [pairs, {seconds: 10}]"
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(hint)
+    out: list[Optional[float]] = []
+    for b in raw:
+        if b == "pairs":
+            out.append(None)
+        elif isinstance(b, dict) and list(b) == ["seconds"] and isinstance(b["seconds"], (int, float)) \
+                and not isinstance(b["seconds"], bool) and b["seconds"] > 0:
+            out.append(float(b["seconds"]))
+        else:
+            raise ConfigError(f"{hint}; got {b!r}")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"budgets: {raw!r} lists a budget twice")
+    return out
+
+
 def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     """Read and check a sweep file. `overrides` (key=value) are appended to its `base`, so they apply to every
     cell. Every cell's configuration is checked with ``load_config`` here, before anything trains."""
@@ -156,6 +181,7 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     for b in base:
         if b.split("=", 1)[0].strip() in ("name", "runs_root"):
             raise ConfigError(f"base: {b.split('=', 1)[0].strip()} is set by the sweep (cell id, <out_dir>/runs)")
+    budgets = _parse_budgets(raw.get("budgets", ["pairs"]))
     grid = raw.get("grid")
     if isinstance(grid, dict):
         grid = [grid]
@@ -177,9 +203,15 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
             if not v or any(isinstance(x, (list, dict)) for x in v):
                 raise ConfigError(f"{where}.{k}: expected a non-empty list of scalar values, got {group[k]!r}")
             lists.append(v)
-        for combo in itertools.product(*lists):
-            values = dict(zip(keys, combo))
-            cells.append(Cell(cell_id(values), values, [*base, *(f"{k}={_fmt_value(x)}" for k, x in values.items())]))
+        for seconds in budgets:
+            for combo in itertools.product(*lists):
+                values = dict(zip(keys, combo))
+                overrides = [*base, *(f"{k}={_fmt_value(x)}" for k, x in values.items())]
+                cid = cell_id(values)
+                if seconds is not None:
+                    overrides += [f"train.max_steps={_UNBOUNDED_STEPS}", f"train.max_seconds={seconds}"]
+                    cid += f"-{seconds:g}s"
+                cells.append(Cell(cid, values, overrides))
     seen: dict[str, Cell] = {}
     for c in cells:
         if c.id in seen:

@@ -129,9 +129,9 @@ def test_malformed_sweep_files(tmp_path, doc, match):
 def test_shipped_sweep_files_validate():
     root = Path(__file__).resolve().parent.parent / "configs"
     quick = load_sweep(root / "sweep_quick.yaml")
-    assert len(quick.cells) == 12
+    assert len(quick.cells) == 32
     full = load_sweep(root / "sweep.yaml")
-    assert len({c.id for c in full.cells}) == len(full.cells) == 58
+    assert len({c.id for c in full.cells}) == len(full.cells) == 62
     with pytest.raises(ConfigError, match="data.corpus 'data/text8' does not exist"):  # the user's corpus
         load_sweep(root / "sweep_text.yaml")
     text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file
@@ -157,12 +157,22 @@ def test_real_text_sweep_varies_the_class_count_through_the_vocabulary_cap(tmp_p
     assert all(r["excess_ce"] in ("", None) and float(r["full_ce"]) > 0 for r in rows)  # no Bayes CE on real text
 
 
-def test_equal_wall_clock_budget_cells(tmp_path):
-    """train.max_seconds in base: every cell trains for the same time, so their step counts differ."""
-    base = [b for b in BASE if not b.startswith("train.max_steps")] + [
-        "train.max_steps=100000", "train.max_seconds=0.5", "eval.every=100000"]
+def test_equal_pairs_and_equal_wall_clock_budgets(tmp_path):
+    """budgets: [pairs, {seconds: N}] runs every cell twice: base's step budget, then N seconds of training."""
+    base = [*BASE, "eval.every=100000"]
     grid = [{"loss.name": ["sampled"], "loss.num_sampled": [16]}, {"loss.name": ["full"]}]
-    rows = run_sweep(write_sweep(tmp_path, grid, base=base), quiet=True)
-    assert [r["status"] for r in rows] == ["ok", "ok"]
+    rows = run_sweep(write_sweep(tmp_path, grid, base=base, budgets=["pairs", {"seconds": 0.5}]), quiet=True)
+    assert [r["cell"] for r in rows] == ["sampled-S16", "sampled-S16-0.5s", "full", "full-0.5s"]
+    assert [r["status"] for r in rows] == ["ok"] * 4
     for r in rows:
-        assert r["budget"] == "seconds" and 0.5 <= float(r["train_s"]) < 10 and 0 < int(r["steps"]) < 100000
+        if r["cell"].endswith("-0.5s"):  # trained for the time, however many steps that took
+            assert r["budget"] == "seconds" and 0.5 <= float(r["train_s"]) < 10 and 0 < int(r["steps"]) < 10**9
+        else:
+            assert r["budget"] == "pairs" and int(r["steps"]) == 10
+
+
+@pytest.mark.parametrize("budgets", [[], "pairs", [{"seconds": 0}], [{"seconds": True}], [{"minutes": 1}],
+                                     ["pairs", "pairs"]])
+def test_malformed_budgets(tmp_path, budgets):
+    with pytest.raises(ConfigError, match="budgets"):
+        load_sweep(write_sweep(tmp_path, [{"loss.name": ["full"]}], budgets=budgets))
