@@ -17,6 +17,14 @@ from .losses import (
     SampledSoftmaxLoss,
     build_loss,
 )
+from .parallel import (
+    VocabParallelFullSoftmaxLoss,
+    VocabParallelNCELoss,
+    VocabParallelNegativeSamplingLoss,
+    VocabParallelSampledSoftmaxLoss,
+    build_vocab_parallel_loss,
+    shard_range,
+)
 from .samplers import (
     SAMPLERS,
     AllClassesSampler,
@@ -43,6 +51,12 @@ __all__ = [
     "OutputLayerLoss",
     "LOSSES",
     "build_loss",
+    "VocabParallelFullSoftmaxLoss",
+    "VocabParallelSampledSoftmaxLoss",
+    "VocabParallelNCELoss",
+    "VocabParallelNegativeSamplingLoss",
+    "build_vocab_parallel_loss",
+    "shard_range",
     "CandidateSample",
     "CandidateSampler",
     "UniformSampler",

@@ -186,16 +186,20 @@ class Budget:
 
     def __init__(self, total: int, max_seconds: Optional[float] = None, seconds: float = 0.0):
         self.total, self.max_seconds, self.seconds = total, max_seconds, seconds
+        self.shared: Optional[float] = None  # data-parallel: the ranks' agreed clock (the slowest rank's seconds)
         self._t0: Optional[float] = None
+
+    def elapsed(self) -> float:
+        return self.seconds if self.shared is None else self.shared
 
     def progress(self, step: int) -> float:
         p = step / max(self.total, 1)
         if self.max_seconds:
-            p = max(p, self.seconds / self.max_seconds)
+            p = max(p, self.elapsed() / self.max_seconds)
         return p
 
     def out_of_time(self) -> bool:
-        return self.max_seconds is not None and self.seconds >= self.max_seconds
+        return self.max_seconds is not None and self.elapsed() >= self.max_seconds
 
     def start_step(self) -> None:
         self._t0 = time.perf_counter()
@@ -395,14 +399,15 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     stopped = False
     try:
         with interruptible() as flag:
-            while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
+            # stop decisions under torchrun are the ranks' agreed ones (`agreed`, from the gradient exchange), or
+            # one rank would leave the loop while another waits for it in a collective
+            agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
+            while step < total and not agreed[1] and (cfg.train.max_steps or epoch < cfg.train.epochs):
                 stream = data.pairs.epoch_batches(epoch, start_batch=batch * ddp.world)
                 for centers, contexts in shard_batches(stream, ddp.rank, ddp.world):  # max_steps may span epochs
-                    if ddp.enabled:  # every rank must agree to stop, or one would wait forever in a collective
-                        flag["stop"], out_of_time = ddp.any(flag["stop"], budget.out_of_time())
-                    else:
-                        out_of_time = budget.out_of_time()
-                    if step >= total or out_of_time or flag["stop"] or step == stop_at_step:
+                    if not ddp.enabled:
+                        agreed = (flag["stop"], budget.out_of_time())
+                    if step >= total or agreed[1] or agreed[0] or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -419,7 +424,10 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     for o in opts:
                         o.zero_grad(set_to_none=True)
                     (loss * scale).backward()
-                    ddp.all_reduce_grads(params)
+                    stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
+                    if ddp.enabled:
+                        budget.shared = clock  # the same learning rate and stop time on every rank
+                        agreed = (stop_any > 0, budget.out_of_time())
                     for o in opts:
                         o.step()
                     run_sum += loss.detach().double()
@@ -449,7 +457,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     epoch, batch = epoch + 1, 0
                     continue
                 break  # stopped inside the epoch
-            stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            stopped = agreed[0] or flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
                 metrics = evaluate()
                 if ddp.is_main:

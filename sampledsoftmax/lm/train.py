@@ -176,14 +176,15 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
     stopped = False
     try:
         with interruptible() as flag:
-            while step < total and not budget.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
+            # stop decisions under torchrun are the ranks' agreed ones (`agreed`, from the gradient exchange), or
+            # one rank would leave the loop while another waits for it in a collective
+            agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
+            while step < total and not agreed[1] and (cfg.train.max_steps or epoch < cfg.train.epochs):
                 stream = batches.epoch_batches(epoch, start_batch=batch * ddp.world)
                 for x, y in shard_batches(stream, ddp.rank, ddp.world):
-                    if ddp.enabled:  # every rank must agree to stop, or one would wait forever in a collective
-                        flag["stop"], out_of_time = ddp.any(flag["stop"], budget.out_of_time())
-                    else:
-                        out_of_time = budget.out_of_time()
-                    if step >= total or out_of_time or flag["stop"] or step == stop_at_step:
+                    if not ddp.enabled:
+                        agreed = (flag["stop"], budget.out_of_time())
+                    if step >= total or agreed[1] or agreed[0] or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -199,7 +200,10 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     for o in opts:
                         o.zero_grad(set_to_none=True)
                     (loss / ddp.world).backward()  # summed over ranks below: the global batch's mean
-                    ddp.all_reduce_grads(params)
+                    stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
+                    if ddp.enabled:
+                        budget.shared = clock  # the same learning rate and stop time on every rank
+                        agreed = (stop_any > 0, budget.out_of_time())
                     if clip:
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
                     for o in opts:
@@ -223,7 +227,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     epoch, batch = epoch + 1, 0
                     continue
                 break
-            stopped = flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            stopped = agreed[0] or flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
                 metrics = evaluate()
             checkpoint()

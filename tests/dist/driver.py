@@ -15,26 +15,34 @@ import torch
 from sampledsoftmax.distributed import init_from_env
 
 
-def grads(out_dir: str) -> None:
+def grads(out_dir: str, variant: str) -> None:
+    """variant "f32": float32, dense gradients in the all-gather; "f64": float64 indices-in-doubles, and the dense
+    gradients all-reduced (DENSE_GATHER_MAX = 0)."""
+    import sampledsoftmax.distributed as sd
+
     ddp, _ = init_from_env("cpu")
     r = ddp.rank
+    dt = torch.float32 if variant == "f32" else torch.float64
+    if variant == "f64":
+        sd.DENSE_GATHER_MAX = 0
     g = torch.Generator().manual_seed(100 + r)
-    dense = torch.nn.Parameter(torch.zeros(3, 4))
-    dense.grad = torch.randn(3, 4, generator=g)
-    sparse = torch.nn.Parameter(torch.zeros(10, 2))
+    dense = torch.nn.Parameter(torch.zeros(3, 4, dtype=dt))
+    dense.grad = torch.randn(3, 4, generator=g, dtype=dt)
+    sparse = torch.nn.Parameter(torch.zeros(10, 2, dtype=dt))
     rows = torch.tensor([1, 7, 7] if r == 0 else [7, 2, 9, 9, 0])  # different counts, duplicates, shared rows
-    vals = torch.randn(len(rows), 2, generator=g)
+    vals = torch.randn(len(rows), 2, generator=g, dtype=dt)
     sparse.grad = torch.sparse_coo_tensor(rows.unsqueeze(0), vals, (10, 2))  # uncoalesced
-    only_on_1 = torch.nn.Parameter(torch.zeros(5))  # no gradient on rank 0
+    only_on_1 = torch.nn.Parameter(torch.zeros(5, dtype=dt))  # no gradient on rank 0
     if r == 1:
-        only_on_1.grad = torch.randn(5, generator=g)
+        only_on_1.grad = torch.randn(5, generator=g, dtype=dt)
     sent = [dense.grad.clone(), sparse.grad.to_dense(), None if only_on_1.grad is None else only_on_1.grad.clone()]
-    ddp.all_reduce_grads([dense, sparse, only_on_1])
+    maxima = ddp.all_reduce_grads([dense, sparse, only_on_1], (float(r == 1), 1.5 + r, 0.25))
     got = [dense.grad, sparse.grad.to_dense(), only_on_1.grad]
+    assert maxima == (1.0, 2.5, 0.25), maxima  # each value's maximum over the ranks
     box = [None] * ddp.world
     torch.distributed.all_gather_object(box, {"sent": sent, "got": got, "sparse_out": sparse.grad.is_sparse})
     if ddp.is_main:
-        torch.save(box, os.path.join(out_dir, "grads.pt"))
+        torch.save(box, os.path.join(out_dir, f"grads-{variant}.pt"))
 
 
 def interrupt(out_dir: str, overrides: list[str]) -> None:
@@ -50,7 +58,8 @@ def interrupt(out_dir: str, overrides: list[str]) -> None:
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     if mode == "grads":
-        grads(out)
+        grads(out, "f32")
+        grads(out, "f64")
     elif mode == "interrupt":
         interrupt(out, sys.argv[3:])
     else:
