@@ -1,13 +1,14 @@
 #!/usr/bin/env python
 """Side by side on this machine: gensim's skip-gram with negative sampling and ours, same corpus, same settings.
 
-    .venv/bin/python scripts/compare_gensim.py --epochs 5 --repeats 3 --out runs/compare_gensim
+    .venv/bin/python scripts/compare_gensim.py --epochs 5 --repeats 3 --ours-threads default,1 --out runs/compare_gensim
 
 Both train gensim's/word2vec's defaults on the same sentences: skip-gram, negative=5 (unigram^0.75), window=5
 (reduced window), vector_size=100, min_count=5, sample=1e-3, alpha 0.025 -> 0.0001 linearly, the same epochs;
 gensim with ``workers`` threads (default 2), ours through the CLI (``sampledsoftmax train configs/text8.yaml --set
 ...``, then ``sampledsoftmax export``), as a user runs it. Runs alternate (gensim, ours, gensim, ours, ...) and the
-table holds the medians.
+table holds the medians. ``--ours-threads default,1`` adds a row for our trainer with one torch thread
+(OMP_NUM_THREADS=1): its steps are small ops, and two OpenMP threads stall whenever another process holds a core.
 
 The corpus is tokenised once by our tokenizer (lowercase, ``[a-z']+``), cut into sentences of at most 10,000
 tokens (gensim truncates longer ones, we split them) and written one sentence a line to OUT/corpus.txt: our trainer
@@ -62,7 +63,7 @@ MAX_SENTENCE = corpus_mod.MAX_SENTENCE_TOKENS  # 10,000: gensim's MAX_WORDS_IN_B
 HELDOUT_FRACTION = 0.01  # configs/text8.yaml's data.heldout_fraction
 SEED = 0  # our train.seed; the held-out split depends on it
 RESTRICT = 30_000
-LOG_EVERY = 50
+LOG_EVERY = 50  # our train.log_every: the timing intervals (fewer steps: a tenth of the run)
 
 # gensim's Word2Vec arguments, and ours with the same meaning (configs/text8.yaml sets most of them already)
 GENSIM_ARGS = dict(sg=1, hs=0, negative=5, ns_exponent=0.75, window=5, vector_size=100, min_count=5, sample=1e-3,
@@ -71,7 +72,7 @@ OUR_OVERRIDES = ["loss.name=negative", "loss.sampler=unigram", "loss.num_sampled
                  "data.window=5", "data.dynamic_window=true", "model.dim=100", "data.min_count=5", "data.sample=0.001",
                  "optim.name=sgd", "optim.alpha=0.025", "optim.min_alpha=0.0001", "optim.batch_size=1024",
                  "data.lowercase=true", "data.token_pattern=[a-z']+", f"data.heldout_fraction={HELDOUT_FRACTION}",
-                 f"train.seed={SEED}", "train.device=cpu", f"train.log_every={LOG_EVERY}",
+                 f"train.seed={SEED}", "train.device=cpu",
                  "eval.every=1000000000",  # evaluate at the start and the end only
                  "eval.wordsim=gensim", "eval.simlex=null", "eval.analogy=gensim", f"eval.analogy_restrict={RESTRICT}"]
 
@@ -94,8 +95,8 @@ def source_text(spec: str, out: Path) -> Path:
         if not target.is_file():
             from gensim.corpora.wikicorpus import WikiCorpus
 
-            wiki = WikiCorpus(str(gensim_test_file("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")),
-                              dictionary={}, processes=1)
+            dump = gensim_test_file("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")
+            wiki = WikiCorpus(str(dump), dictionary={}, processes=1)
             tmp = target.with_suffix(".tmp")
             with open(tmp, "w", encoding="utf-8") as f:
                 for tokens in wiki.get_texts():  # one article a line
@@ -197,14 +198,17 @@ def train_seconds(scalars: dict, total_steps: int, batch_size: int) -> tuple[flo
     return seconds, int(round(pairs))
 
 
-def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str) -> dict:
+def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str = "default",
+             log_every: int = 50) -> dict:
     exe = [sys.executable, "-m", "sampledsoftmax"]
     overrides = [f"data.corpus={corpus_path}", f"train.epochs={epochs}", f"name={tag}", f"runs_root={out / 'runs'}",
-                 f"data.cache_dir={out / 'cache'}", *OUR_OVERRIDES]
+                 f"data.cache_dir={out / 'cache'}", *OUR_OVERRIDES, f"train.log_every={log_every}"]
     cmd = [*exe, "train", str(ROOT / "configs" / "text8.yaml"), "--quiet"]
     for o in overrides:
         cmd += ["--set", o]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if threads != "default":  # torch's intra-op threads (the trainer has no key for it)
+        env["OMP_NUM_THREADS"] = threads
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     wall = time.perf_counter() - t0
@@ -216,6 +220,10 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str) -> dict:
     run_dir, steps = Path(m.group(1)), int(m.group(2))
     in_trainer = dict(kv.split("=", 1) for kv in m.group(3).split())
     seconds, pairs = train_seconds(_scalars(run_dir), steps, 1024)
+    from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+
+    # the trainer's own clock of the steps alone (pair generation excluded), where it keeps one: a cross-check
+    steps_only_s = load_checkpoint(run_dir / "last.pt").get("train_seconds")
     vec = run_dir / "vectors.bin"
     exp = subprocess.run([*exe, "export", str(run_dir), "--format", "word2vec-binary", "--out", str(vec)],
                          capture_output=True, text=True, env=env, cwd=ROOT)
@@ -224,7 +232,9 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str) -> dict:
     from gensim.models import KeyedVectors
 
     kv = KeyedVectors.load_word2vec_format(str(vec), binary=True, fvocab=str(vec) + ".vocab")
-    return {"method": "ours", "cli_wall_s": wall, "train_s": seconds, "steps": steps, "pairs": pairs,
+    method = "ours" if threads == "default" else f"ours (torch threads={threads})"
+    return {"method": method, "cli_wall_s": wall, "train_s": seconds, "steps_only_s": steps_only_s, "steps": steps,
+            "pairs": pairs,
             "run_dir": str(run_dir), "vocab_size": len(kv),
             "vocab": {w: int(kv.get_vecattr(w, "count")) for w in kv.index_to_key},
             "in_trainer_wordsim": float(in_trainer.get("eval/wordsim", "nan")),
@@ -232,11 +242,17 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str) -> dict:
             **evaluate_kv(kv)}
 
 
-def our_vocab_seconds(corpus_path: Path) -> float:
-    """Building our vocabulary and encoded corpus (load_corpus, no cache): what the trainer does before step 0."""
+def our_vocab_seconds(corpus_path: Path, epochs: int) -> tuple[float, int]:
+    """Building our vocabulary and encoded corpus (load_corpus, no cache): what the trainer does before step 0.
+    Also returns the number of steps the run will take (the trainer's own count: epochs x batches of epoch 0)."""
+    from sampledsoftmax.embeddings.pairs import SkipGramPairs
+
     t0 = time.perf_counter()
-    corpus_mod.load_corpus(corpus_path, min_count=5, heldout_fraction=HELDOUT_FRACTION, seed=SEED, cache_dir=None)
-    return time.perf_counter() - t0
+    enc = corpus_mod.load_corpus(corpus_path, min_count=5, heldout_fraction=HELDOUT_FRACTION, seed=SEED,
+                                 cache_dir=None)
+    seconds = time.perf_counter() - t0
+    pairs = SkipGramPairs(enc.ids, enc.vocab.counts, window=5, sample=1e-3, batch_size=1024, seed=SEED)
+    return seconds, epochs * pairs.num_batches(0)
 
 
 # ------------------------------------------------------------------------------------------------------ report
@@ -247,19 +263,19 @@ def _fmt(x: float, spec: str) -> str:
 
 
 def summarise(runs: list[dict], epochs: int) -> list[dict]:
-    """Median over repeats per method, plus the derived rates."""
+    """Median over repeats per method (gensim first), plus the derived rates."""
+    methods = list(dict.fromkeys(r["method"] for r in runs))
     g = [r for r in runs if r["method"] == "gensim"]
-    o = [r for r in runs if r["method"] == "ours"]
-    raw_per_epoch = g[0]["raw_words_per_epoch"]
-    words = raw_per_epoch * epochs
-    pairs = statistics.median(r["pairs"] for r in o)
-    med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
+    words = g[0]["raw_words_per_epoch"] * epochs
+    pairs = statistics.median(r["pairs"] for r in runs if "pairs" in r)  # ours: every variant trains the same pairs
     rows = []
-    for name, rs in (("gensim", g), ("ours", o)):
-        train_s = med(rs, "train_s")
-        rows.append({"method": name, "epochs": epochs, "vocab_size": rs[0]["vocab_size"], "vocab_s": med(rs, "vocab_s"),
+    for name in methods:
+        rs = [r for r in runs if r["method"] == name]
+        med = lambda k: statistics.median(r[k] for r in rs)  # noqa: E731
+        train_s = med("train_s")
+        rows.append({"method": name, "epochs": epochs, "vocab_size": rs[0]["vocab_size"], "vocab_s": med("vocab_s"),
                      "train_s": train_s, "words_per_s": words / train_s, "pairs_per_s": pairs / train_s,
-                     "pairs_exact": name == "ours", "wordsim": med(rs, "wordsim"), "analogy": med(rs, "analogy"),
+                     "pairs_exact": name != "gensim", "wordsim": med("wordsim"), "analogy": med("analogy"),
                      "runs": len(rs)})
     for r in rows:
         r["ratio"] = r["words_per_s"] / rows[0]["words_per_s"]
@@ -285,10 +301,16 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--repeats", type=int, default=1, help="alternating runs of each (default: 1); medians reported")
     p.add_argument("--workers", type=int, default=2, help="gensim's worker threads (default: 2)")
+    p.add_argument("--ours-threads", default="default",
+                   help="comma-separated torch thread counts for our trainer, one table row each; 'default' is "
+                        "torch's own choice (e.g. default,1)")
     p.add_argument("--out", default="runs/compare_gensim")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1 or args.workers < 1:
         raise SystemExit("error: --epochs, --repeats and --workers must be >= 1")
+    variants = [t.strip() for t in args.ours_threads.split(",") if t.strip()]
+    if not variants or any(t != "default" and not (t.isdigit() and int(t) >= 1) for t in variants):
+        raise SystemExit(f"error: --ours-threads {args.ours_threads!r}: give 'default' or positive integers")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
 
@@ -296,37 +318,48 @@ def main(argv=None) -> int:
     sentences, corpus_path = prepare_sentences(src, out)
     train_sents = training_sentences(sentences)
     runs = []
-    ours_vocab_s = []
     for i in range(args.repeats):  # alternate, so drifting machine load hits both alike
         g = run_gensim(train_sents, args.epochs, args.workers, seed=SEED + i)
         print(f"[{i + 1}/{args.repeats}] gensim: train {g['train_s']:.2f} s", flush=True)
-        ours_vocab_s.append(our_vocab_seconds(corpus_path))
-        o = run_ours(corpus_path, args.epochs, out, tag=f"ours-r{i}")
-        o["vocab_s"] = ours_vocab_s[-1]
-        print(f"[{i + 1}/{args.repeats}] ours:   train {o['train_s']:.2f} s (CLI wall {o['cli_wall_s']:.1f} s)",
-              flush=True)
-        runs += [g, o]
+        runs.append(g)
+        for threads in variants:
+            vocab_s, steps = our_vocab_seconds(corpus_path, args.epochs)
+            o = run_ours(corpus_path, args.epochs, out, tag=f"ours-r{i}-t{threads}", threads=threads,
+                         log_every=max(1, min(LOG_EVERY, steps // 10)))
+            o["vocab_s"] = vocab_s
+            print(f"[{i + 1}/{args.repeats}] {o['method']}: train {o['train_s']:.2f} s "
+                  f"(CLI wall {o['cli_wall_s']:.1f} s)", flush=True)
+            runs.append(o)
 
     gv, ov = runs[0]["vocab"], runs[1]["vocab"]
     same_words = set(gv) == set(ov)
     same_counts = same_words and all(gv[w] == ov[w] for w in gv)
     rows = summarise(runs, args.epochs)
+    ours = [r for r in runs if r["method"] != "gensim"]
+    cli_wall = statistics.median(r["cli_wall_s"] for r in ours)
+    steps = ours[0]["steps"]
     import torch
 
     notes = [
         f"corpus: {src} ({len(sentences):,} sentences; training: {len(train_sents):,} sentences, "
-        f"{runs[0]['raw_words_per_epoch']:,} raw words per epoch; 1% held out by our trainer, withheld from gensim too)",
+        f"{runs[0]['raw_words_per_epoch']:,} raw words per epoch; 1% held out by our trainer, withheld from gensim "
+        "too)",
         f"vocabularies: gensim {len(gv):,}, ours {len(ov):,}; "
         + ("identical words and counts" if same_counts else
            f"DIFFERENT ({len(set(gv) ^ set(ov))} words in one only): the comparison is not like for like"),
         f"repeats: {args.repeats} alternating (medians); gensim workers={args.workers}; "
-        f"torch threads={torch.get_num_threads()}; {os.cpu_count()} CPUs; {platform.processor() or platform.machine()}",
+        f"torch threads by default={torch.get_num_threads()}; {os.cpu_count()} CPUs; "
+        f"{platform.processor() or platform.machine()}; python {platform.python_version()}, torch {torch.__version__}",
+        f"ours: {steps:,} steps of 1024 pairs; whole CLI run (start-up, vocabulary, exact evaluation at the start and "
+        f"the end, checkpoints; export not included) {cli_wall:.1f} s median",
         "train s: training only (gensim: model.train; ours: sum of the trainer's perf/step_ms intervals); "
         "words/s = raw words per epoch x epochs / train s, the same numerator for both; "
         "gensim's pairs/s (~) = our pair count / gensim's train s (same expected pairs)",
         "WordSim ρ / analogy acc: gensim's evaluate_word_pairs / evaluate_word_analogies (restrict_vocab=30000) on "
         f"both; answered analogies: gensim {runs[0]['analogy_answered']}, ours {runs[1]['analogy_answered']}; "
-        f"WordSim pairs out of vocabulary: {runs[0]['wordsim_oov_pct']:.1f}%",
+        f"WordSim pairs out of vocabulary: {runs[0]['wordsim_oov_pct']:.1f}%; cross-check, our trainer's own "
+        f"evaluate.py on the same vectors: WordSim {ours[0]['in_trainer_wordsim']:.4g}, analogy "
+        f"{ours[0]['in_trainer_analogy']:.4g} (gensim's code: {ours[0]['wordsim']:.4g}, {ours[0]['analogy']:.4g})",
     ]
     table = markdown(rows)
     text = table + "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
