@@ -267,7 +267,7 @@ def test_wall_clock_budget_stops_training_and_still_evaluates(tmp_path):
     """train.max_seconds: the run stops once the training steps (evaluation excluded) have used the budget, the
     learning rate decays by time rather than by the (unreachable) step count, and the final exact eval runs."""
     cfg = _cfg(tmp_path, "train.max_steps=1000000", "train.max_seconds=1.0", "eval.every=1000000",
-               "train.log_every=5", "optim.min_alpha=0.0")
+               "train.log_every=1", "optim.min_alpha=0.0")
     t0 = time.perf_counter()
     result = train(cfg, quiet=True)
     assert time.perf_counter() - t0 < 60

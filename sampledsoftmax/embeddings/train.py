@@ -25,6 +25,7 @@ from .. import LOSSES, build_loss, build_sampler
 from ..errors import ConfigError, DataError, SampledSoftmaxError
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, config_to_dict, save_config
+from .fused import can_fuse, fused_sgns_step
 from .model import SkipGram
 from .tblog import NullLogger, RunLogger
 
@@ -179,8 +180,9 @@ def lr_at_progress(progress: float, alpha: float, min_alpha: float) -> float:
 
 class Budget:
     """A run's budget: `total` steps and, optionally, `max_seconds` of training time (the steps themselves;
-    evaluation and checkpoints are not counted). Progress, which drives the learning-rate decay, is whichever of the
-    two is further along, so a wall-clock-budgeted run still decays to min_alpha by its end. `seconds` is carried
+    evaluation, checkpoints and the first step of a (re)started run are not counted). Progress, which drives the
+    learning-rate decay, is whichever of the two is further along, so a wall-clock-budgeted run still decays to
+    min_alpha by its end. `seconds` is carried
     across --resume in the checkpoint. A time budget makes the run's length depend on the machine: two runs with
     the same seed stop at different steps."""
 
@@ -188,6 +190,7 @@ class Budget:
         self.total, self.max_seconds, self.seconds = total, max_seconds, seconds
         self.shared: Optional[float] = None  # data-parallel: the ranks' agreed clock (the slowest rank's seconds)
         self._t0: Optional[float] = None
+        self._warm = False
 
     def elapsed(self) -> float:
         return self.seconds if self.shared is None else self.shared
@@ -206,7 +209,9 @@ class Budget:
 
     def end_step(self) -> None:
         if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
+            if self._warm:  # the first step of a (re)started run is not counted: it pays one-time start-up costs
+                self.seconds += time.perf_counter() - self._t0  # (lazy imports: torch.optim's first Adam step
+            self._warm = True                                   # alone takes ~1.2 s here), not training time
             self._t0 = None
 
 
@@ -339,6 +344,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     total = cfg.train.max_steps or cfg.train.epochs * batches_per_epoch
     # SGD: per-pair rate alpha, as word2vec (summed over the global batch); otherwise the global batch's mean
     scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0 / ddp.world
+    # word2vec's setup (SGNS + SGD) skips autograd and the optimizer; never under torchrun (gradient exchange)
+    fused = cfg.train.fused and not ddp.enabled and can_fuse(cfg, model, loss_fn)
     budget = Budget(total, cfg.train.max_seconds)
     step, epoch, batch, best = 0, 0, 0, math.inf
     run_sum = torch.zeros((), dtype=torch.float64, device=device)  # float64 running objective, no per-step sync
@@ -419,17 +426,20 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     budget.start_step()
                     c = torch.as_tensor(centers, device=device)
                     x = torch.as_tensor(contexts, device=device)
-                    with amp:
-                        loss = loss_fn(model(c), x)
-                    for o in opts:
-                        o.zero_grad(set_to_none=True)
-                    (loss * scale).backward()
-                    stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
-                    if ddp.enabled:
-                        budget.shared = clock  # the same learning rate and stop time on every rank
-                        agreed = (stop_any > 0, budget.out_of_time())
-                    for o in opts:
-                        o.step()
+                    if fused:  # the same SGD step, gradients by hand (see embeddings/fused.py)
+                        loss = fused_sgns_step(model, loss_fn, c, x, lr, scale)
+                    else:
+                        with amp:
+                            loss = loss_fn(model(c), x)
+                        for o in opts:
+                            o.zero_grad(set_to_none=True)
+                        (loss * scale).backward()
+                        stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
+                        if ddp.enabled:
+                            budget.shared = clock  # the same learning rate and stop time on every rank
+                            agreed = (stop_any > 0, budget.out_of_time())
+                        for o in opts:
+                            o.step()
                     run_sum += loss.detach().double()
                     run_n += 1
                     n_pairs += len(centers)
