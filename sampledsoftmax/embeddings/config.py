@@ -106,6 +106,7 @@ class TrainConfig:
     bf16: bool = False
     log_every: int = 100
     checkpoint_every: int = 2000
+    fused: bool = True  # skip-gram SGNS + SGD: steps without autograd, same result (embeddings/fused.py); not LM
 
 
 @dataclass
