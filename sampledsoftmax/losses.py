@@ -340,13 +340,17 @@ class SampledLossBase(OutputLayerLoss):
         if self.validate and sample.ids.numel() and bool((sample.ids >= self.num_classes).any()):
             raise InputError(f"sample.ids contains ids >= num_classes={self.num_classes}")
 
-    def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> SampledLogits:
+    def _resolve_sample(self, t: Tensor, sample: Optional[CandidateSample]) -> CandidateSample:
+        """The sample to use: a fresh draw, or the caller's, checked, with a 1-d log_q_true made (N, 1)."""
         if sample is None:
-            sample = self.sample(t)
-        else:
-            self._check_sample(sample, t)
-            if sample.log_q_true.dim() == 1:
-                sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
+            return self.sample(t)
+        self._check_sample(sample, t)
+        if sample.log_q_true.dim() == 1:
+            sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
+        return sample
+
+    def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> SampledLogits:
+        sample = self._resolve_sample(t, sample)
         return sampled_logits(
             h, self.weight, self.bias, t, sample,
             subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,

@@ -618,12 +618,7 @@ class _SampledVocabParallel(VocabParallel):
         return super().sample(target)
 
     def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]):
-        if sample is None:
-            sample = self.sample(t)
-        else:
-            self._check_sample(sample, t)
-            if sample.log_q_true.dim() == 1:
-                sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
+        sample = self._resolve_sample(t, sample)
         if self.validate:
             self._check_replicated(h, t, sample.ids)
         table_w, table_b, t_c, sample_c = self._gather_candidates(t, sample)

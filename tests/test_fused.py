@@ -11,22 +11,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import sampledsoftmax.embeddings.train as train_mod
 from sampledsoftmax.embeddings.checkpoint import load_checkpoint
-from sampledsoftmax.embeddings.config import load_config
 from sampledsoftmax.embeddings.fused import can_fuse, fused_sgns_step
 from sampledsoftmax.embeddings.model import SkipGram
 from sampledsoftmax.embeddings.train import build_loss_fn, build_optimizers, train
 from sampledsoftmax.losses import NegativeSamplingLoss
 from sampledsoftmax.samplers import UnigramSampler
 
-TINY = [
-    "data.synthetic.vocab_size=300", "data.synthetic.num_tokens=20000", "data.synthetic.num_topics=5",
-    "data.synthetic.heldout_sentences=100", "model.dim=16", "optim.batch_size=256", "train.epochs=1",
-    "train.log_every=10", "eval.every=20", "train.checkpoint_every=30", "eval.projector_words=50", "train.device=cpu",
-]
-
-
-def _cfg(tmp_path, *extra, name="t"):
-    return load_config(None, [f"runs_root={tmp_path}", f"name={name}", *TINY, *extra])
+from test_train import _cfg  # noqa: E402 - the trainer tests' tiny planted-corpus config
 
 
 def _scalars(run_dir):
