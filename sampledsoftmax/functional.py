@@ -649,7 +649,7 @@ def sampled_logits(
         samp = torch.bmm(w_samp.view(n, ids.shape[1], -1).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
         samp = samp + offset
     elif cdt == acc:
-        samp = torch.addmm(offset.expand(ids.shape), h, w_samp.t())  # (N, S) bias and correction fused in
+        samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
     else:
         samp = (h @ w_samp.to(cdt).t()).to(acc) + offset  # (N, S)
 

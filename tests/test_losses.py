@@ -531,3 +531,19 @@ def test_adaptive_softmax_matches_torch_and_adds_reduction_and_ignore_index():
     mean = AdaptiveSoftmaxLoss(V, 16, cutoffs=[5, 20])
     mean.load_state_dict(loss.state_dict())
     torch.testing.assert_close(mean(h, t), got.sum() / (t >= 0).sum())
+
+
+@pytest.mark.parametrize("name", ["full", "sampled", "nce", "negative", "ova"])
+def test_float64_hidden_with_a_float32_table(name):
+    """Mixed precision the other way: float64 activations against the float32 table compute in float64 and equal the
+    float32-hidden loss on the same sample (to float32 rounding)."""
+    loss = _build(name)
+    h = torch.randn(8, D, generator=_gen(21), dtype=torch.float64, requires_grad=True)
+    t = torch.randint(V, (8,), generator=_gen(22))
+    kw = {"sample": loss.sample(t)} if loss.is_sampled else {}
+    out = loss(h, t, **kw)
+    ref = loss(h.detach().float(), t, **kw)
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
+    out.backward()
+    assert h.grad.dtype == torch.float64 and torch.isfinite(h.grad).all()
