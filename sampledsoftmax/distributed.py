@@ -208,7 +208,7 @@ def init_from_env(device_name: str) -> tuple[Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), resolve_device(device_name)
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():

@@ -126,10 +126,15 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
     return loss_fn
 
 
+def unique_params(*modules: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The modules' parameters in order, each once (a table tied between the model and the loss appears twice)."""
+    return list({id(p): p for m in modules for p in m.parameters()}.values())
+
+
 def build_optimizers(name: str, model: SkipGram, loss_fn, lr: float) -> list[torch.optim.Optimizer]:
     """SGD and Adagrad take sparse and dense gradients; Adam/SparseAdam split them (SparseAdam updates only the rows
     in the batch, Adam the dense rest)."""
-    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())  # tied: once
+    params = unique_params(model, loss_fn)
     if name == "sgd":
         return [torch.optim.SGD(params, lr=lr)]
     if name == "adagrad":
@@ -213,6 +218,70 @@ class Budget:
                 self.seconds += time.perf_counter() - self._t0  # (lazy imports: torch.optim's first Adam step
             self._warm = True                                   # alone takes ~1.2 s here), not training time
             self._t0 = None
+
+
+class RunControl:
+    """When a run stops: Ctrl-C (`flag`, from :func:`interruptible`) and the wall-clock `budget`.
+
+    Under torchrun every rank must stop at the same step, or one would wait forever in a collective; so the decisions
+    are the ranks' agreed ones, which :meth:`exchange` (the per-step gradient exchange) brings along with the training
+    clock. In a single process they are simply the local flag and clock, read at the top of each step."""
+
+    def __init__(self, ddp, budget: Budget, flag: dict):
+        self.ddp, self.budget, self.flag = ddp, budget, flag
+        self._agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
+
+    def _state(self) -> tuple[bool, bool]:
+        return self._agreed if self.ddp.enabled else (self.flag["stop"], self.budget.out_of_time())
+
+    def out_of_time(self) -> bool:
+        return self._state()[1]
+
+    def interrupted(self) -> bool:
+        return self._state()[0] or self.flag["stop"]
+
+    def should_stop(self) -> bool:
+        return any(self._state())
+
+    def exchange(self, params: list[torch.nn.Parameter]) -> None:
+        """After backward: sum the gradients over the ranks and agree on the stop flag and the clock (no-op alone)."""
+        stop_any, clock = self.ddp.all_reduce_grads(params, (self.flag["stop"], self.budget.seconds))
+        if self.ddp.enabled:
+            self.budget.shared = clock  # the same learning rate and stop time on every rank
+            self._agreed = (stop_any > 0, self.budget.out_of_time())
+
+
+def start_run(cfg, resume: bool, build_data_fn):
+    """The start every trainer shares: join torchrun's job if there is one (see sampledsoftmax.distributed), check
+    the device, make the run directory on rank 0 (every rank gets its path), seed, and build the data, rank 0 first
+    so that it fills the corpus cache the others then load. Returns (ddp, device, run_dir, data)."""
+    from ..distributed import init_from_env
+
+    ddp, device = init_from_env(cfg.train.device)
+    if cfg.train.bf16 and device.type != "cuda":
+        raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
+    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
+    torch.manual_seed(cfg.train.seed)  # the same on every rank: identical initial weights
+    if not ddp.is_main:
+        ddp.barrier()
+    data = build_data_fn(cfg)
+    if ddp.is_main:
+        ddp.barrier()
+    return ddp, device, run_dir, data
+
+
+def check_world_size(state: dict, ddp) -> None:
+    if state.get("world_size", 1) != ddp.world:
+        raise ConfigError(f"the checkpoint was written by {state.get('world_size', 1)} process(es); resume "
+                          f"with the same number (now {ddp.world})")
+
+
+def open_logger(ddp, run_dir: Path, total: int, step: int, quiet: bool, what: str, runs_root) -> Any:
+    """Rank 0's RunLogger (a NullLogger on the other ranks), with the run's first line."""
+    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet) if ddp.is_main else NullLogger()
+    log.message(f"{what} steps={total}" + (f" x {ddp.world} processes" if ddp.enabled else "")
+                + f"; TensorBoard: tensorboard --logdir {runs_root}")
+    return log
 
 
 def peak_mem_mb(device: torch.device) -> float:
@@ -322,24 +391,15 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     for kind in ("wordsim", "simlex", "analogy"):  # a missing evaluation file fails now, not after the first steps
         if getattr(cfg.eval, kind):
             resolve_eval_path(getattr(cfg.eval, kind), kind)
-    from ..distributed import init_from_env, shard_batches
+    from ..distributed import shard_batches
 
-    ddp, device = init_from_env(cfg.train.device)  # torchrun: data-parallel (see sampledsoftmax.distributed)
-    if cfg.train.bf16 and device.type != "cuda":
-        raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
-    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
-    torch.manual_seed(cfg.train.seed)
-    if not ddp.is_main:
-        ddp.barrier()  # rank 0 reads the corpus first and fills the cache; the others then load it
-    data = build_data(cfg)
-    if ddp.is_main:
-        ddp.barrier()
+    ddp, device, run_dir, data = start_run(cfg, resume, build_data)
     gen = torch.Generator(device=device).manual_seed(cfg.train.seed)  # the same on every rank: one global sample
     opt_name = cfg.optim.name
     model = SkipGram(len(data.vocab), cfg.model.dim, sparse=opt_name != "adam").to(device)
     loss_fn = build_loss_fn(cfg, data.vocab, gen).to(device)
     opts = build_optimizers(opt_name, model, loss_fn, cfg.optim.alpha)
-    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())
+    params = unique_params(model, loss_fn)
     batches_per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size) // ddp.world)
     total = cfg.train.max_steps or cfg.train.epochs * batches_per_epoch
     # SGD: per-pair rate alpha, as word2vec (summed over the global batch); otherwise the global batch's mean
@@ -353,9 +413,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     if resume:
         state = load_checkpoint(run_dir / "last.pt")  # every rank reads it: a shared filesystem across machines
         _check_resumable(state, cfg, data)
-        if state.get("world_size", 1) != ddp.world:
-            raise ConfigError(f"the checkpoint was written by {state.get('world_size', 1)} process(es); resume "
-                              f"with the same number (now {ddp.world})")
+        check_world_size(state, ddp)
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         for o, s in zip(opts, state["optimizers"]):
@@ -394,10 +452,8 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
             checkpoint("best.pt")
         return m
 
-    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet) if ddp.is_main else NullLogger()
-    log.message(f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name} steps={total}"
-                + (f" x {ddp.world} processes" if ddp.enabled else "")
-                + f"; TensorBoard: tensorboard --logdir {Path(cfg.runs_root)}")
+    log = open_logger(ddp, run_dir, total, step, quiet, f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name}",
+                      Path(cfg.runs_root))
     if not resume:
         log.hparams({**config_to_dict(cfg), "world_size": ddp.world})
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
@@ -406,15 +462,11 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     stopped = False
     try:
         with interruptible() as flag:
-            # stop decisions under torchrun are the ranks' agreed ones (`agreed`, from the gradient exchange), or
-            # one rank would leave the loop while another waits for it in a collective
-            agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
-            while step < total and not agreed[1] and (cfg.train.max_steps or epoch < cfg.train.epochs):
+            ctl = RunControl(ddp, budget, flag)
+            while step < total and not ctl.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
                 stream = data.pairs.epoch_batches(epoch, start_batch=batch * ddp.world)
                 for centers, contexts in shard_batches(stream, ddp.rank, ddp.world):  # max_steps may span epochs
-                    if not ddp.enabled:
-                        agreed = (flag["stop"], budget.out_of_time())
-                    if step >= total or agreed[1] or agreed[0] or step == stop_at_step:
+                    if step >= total or ctl.should_stop() or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -434,10 +486,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                         for o in opts:
                             o.zero_grad(set_to_none=True)
                         (loss * scale).backward()
-                        stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
-                        if ddp.enabled:
-                            budget.shared = clock  # the same learning rate and stop time on every rank
-                            agreed = (stop_any > 0, budget.out_of_time())
+                        ctl.exchange(params)
                         for o in opts:
                             o.step()
                     run_sum += loss.detach().double()
@@ -467,7 +516,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
                     epoch, batch = epoch + 1, 0
                     continue
                 break  # stopped inside the epoch
-            stopped = agreed[0] or flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            stopped = ctl.interrupted() or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
                 metrics = evaluate()
                 if ddp.is_main:

@@ -20,17 +20,20 @@ import torch
 from ..embeddings.checkpoint import load_checkpoint, save_checkpoint
 from ..embeddings.train import (
     Budget,
+    RunControl,
     TrainingDiverged,
     build_loss_fn,
     build_optimizers,
+    check_world_size,
     ensure_finite,
     interruptible,
     lr_at_progress,
+    open_logger,
     peak_mem_mb,
-    prepare_run_dir,
     set_lr,
+    start_run,
+    unique_params,
 )
-from ..embeddings.tblog import NullLogger, RunLogger
 from ..errors import ConfigError
 from .config import LMConfig, lm_config_to_dict
 from .data import LMBatches, eval_batches, sentences_to_stream
@@ -91,18 +94,9 @@ def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) 
 
 def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_at_step: Optional[int] = None) -> dict:
     """Train the configured LM; returns the run directory, step and final metrics."""
-    from ..distributed import init_from_env, shard_batches
+    from ..distributed import shard_batches
 
-    ddp, device = init_from_env(cfg.train.device)  # torchrun: data-parallel (see sampledsoftmax.distributed)
-    if cfg.train.bf16 and device.type != "cuda":
-        raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
-    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
-    torch.manual_seed(cfg.train.seed)  # the same on every rank: identical initial weights and one global sample
-    if not ddp.is_main:
-        ddp.barrier()  # rank 0 reads the corpus first and fills the cache; the others then load it
-    words, train_stream, heldout_stream, counts = build_lm_data(cfg)
-    if ddp.is_main:
-        ddp.barrier()
+    ddp, device, run_dir, (words, train_stream, heldout_stream, counts) = start_run(cfg, resume, build_lm_data)
     v, mc = len(words), cfg.model
     if cfg.loss.name != "full" and cfg.loss.name != "inbatch" and cfg.loss.num_sampled >= v:
         raise ConfigError(f"loss.num_sampled={cfg.loss.num_sampled} must be below the vocabulary size {v}")
@@ -127,9 +121,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
         state = load_checkpoint(run_dir / "last.pt")
         if state.get("loss_name") != cfg.loss.name or state.get("num_classes") != v:
             raise ConfigError("the checkpoint was trained with another loss or vocabulary; start a new run")
-        if state.get("world_size", 1) != ddp.world:
-            raise ConfigError(f"the checkpoint was written by {state.get('world_size', 1)} process(es); resume "
-                              f"with the same number (now {ddp.world})")
+        check_world_size(state, ddp)
         model.load_state_dict(state["model"])
         loss_fn.load_state_dict(state["loss"])
         for o, s in zip(opts, state["optimizers"]):
@@ -162,29 +154,23 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
             checkpoint("best.pt")
         return m
 
-    log = RunLogger(run_dir, total_steps=total, start_step=step, quiet=quiet) if ddp.is_main else NullLogger()
-    log.message(f"LM run {run_dir}: V={v} arch={mc.arch} loss={cfg.loss.name} steps={total}"
-                + (f" x {ddp.world} processes" if ddp.enabled else "")
-                + f"; TensorBoard: tensorboard --logdir {cfg.runs_root}")
+    log = open_logger(ddp, run_dir, total, step, quiet, f"LM run {run_dir}: V={v} arch={mc.arch} loss={cfg.loss.name}",
+                      cfg.runs_root)
     if not resume:
         log.hparams({**lm_config_to_dict(cfg), "world_size": ddp.world})
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.train.bf16 else nullcontext()
-    params = list({id(p): p for p in (*model.parameters(), *loss_fn.parameters())}.values())
+    params = unique_params(model, loss_fn)
     clip = not (cfg.loss.sparse and loss_fn.is_sampled)  # clip_grad_norm_ needs dense gradients
     metrics: dict[str, float] = {}
     run_sum, run_n, n_tok, n_steps, t_log = 0.0, 0, 0, 0, time.perf_counter()
     stopped = False
     try:
         with interruptible() as flag:
-            # stop decisions under torchrun are the ranks' agreed ones (`agreed`, from the gradient exchange), or
-            # one rank would leave the loop while another waits for it in a collective
-            agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
-            while step < total and not agreed[1] and (cfg.train.max_steps or epoch < cfg.train.epochs):
+            ctl = RunControl(ddp, budget, flag)
+            while step < total and not ctl.out_of_time() and (cfg.train.max_steps or epoch < cfg.train.epochs):
                 stream = batches.epoch_batches(epoch, start_batch=batch * ddp.world)
                 for x, y in shard_batches(stream, ddp.rank, ddp.world):
-                    if not ddp.enabled:
-                        agreed = (flag["stop"], budget.out_of_time())
-                    if step >= total or agreed[1] or agreed[0] or step == stop_at_step:
+                    if step >= total or ctl.should_stop() or step == stop_at_step:
                         break
                     lr = lr_at_progress(budget.progress(step), cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(opts, lr)
@@ -200,10 +186,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     for o in opts:
                         o.zero_grad(set_to_none=True)
                     (loss / ddp.world).backward()  # summed over ranks below: the global batch's mean
-                    stop_any, clock = ddp.all_reduce_grads(params, (flag["stop"], budget.seconds))
-                    if ddp.enabled:
-                        budget.shared = clock  # the same learning rate and stop time on every rank
-                        agreed = (stop_any > 0, budget.out_of_time())
+                    ctl.exchange(params)
                     if clip:
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
                     for o in opts:
@@ -227,7 +210,7 @@ def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_a
                     epoch, batch = epoch + 1, 0
                     continue
                 break
-            stopped = agreed[0] or flag["stop"] or (stop_at_step is not None and step == stop_at_step and step < total)
+            stopped = ctl.interrupted() or (stop_at_step is not None and step == stop_at_step and step < total)
             if not stopped:
                 metrics = evaluate()
             checkpoint()
