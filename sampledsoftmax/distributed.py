@@ -80,19 +80,19 @@ class Dist:
         params = list(params)
         device = params[0].device if params else torch.device("cpu")
         nf, npar = len(maxima), len(params)
-        head = torch.zeros(nf + 2 * npar, dtype=torch.int64, device=device)
-        for i, v in enumerate(maxima):
-            head[i] = round(float(v) * 1e6)
+        kinds_l, counts_l = [0] * npar, [0] * npar  # this rank's: 0 no gradient, 1 dense, 2 sparse; sparse rows
         for i, p in enumerate(params):
             g = p.grad
             if g is not None and g.is_sparse:
                 g = p.grad = g.coalesce()
                 if g.sparse_dim() != 1:
                     raise ValueError(f"row-sparse gradients expected (sparse_dim 1), got {g.sparse_dim()}")
-                head[nf + i], head[nf + npar + i] = 2, g.indices().shape[1]
+                kinds_l[i], counts_l[i] = 2, g.indices().shape[1]
             elif g is not None:
-                head[nf + i] = 1
-        heads = torch.stack(self._gather(head)).cpu()  # (world, nf + 2P)
+                kinds_l[i] = 1
+        head = torch.tensor([round(float(v) * 1e6) for v in maxima] + kinds_l + counts_l, dtype=torch.int64,
+                            device=device)  # built on the host: one copy to the device
+        heads = torch.stack(self._gather(head)).cpu()  # (world, nf + 2P): sizes the second gather (one sync)
         agreed = tuple(v / 1e6 for v in heads[:, :nf].amax(0).tolist())
         kinds = heads[:, nf:nf + npar].amax(0).tolist()
         counts = heads[:, nf + npar:].tolist()  # [rank][param]
