@@ -199,10 +199,10 @@ def train_seconds(scalars: dict, total_steps: int, batch_size: int) -> tuple[flo
 
 
 def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str = "default",
-             log_every: int = 50) -> dict:
+             log_every: int = 50, extra: tuple = ()) -> dict:
     exe = [sys.executable, "-m", "sampledsoftmax"]
     overrides = [f"data.corpus={corpus_path}", f"train.epochs={epochs}", f"name={tag}", f"runs_root={out / 'runs'}",
-                 f"data.cache_dir={out / 'cache'}", *OUR_OVERRIDES, f"train.log_every={log_every}"]
+                 f"data.cache_dir={out / 'cache'}", *OUR_OVERRIDES, f"train.log_every={log_every}", *extra]
     cmd = [*exe, "train", str(ROOT / "configs" / "text8.yaml"), "--quiet"]
     for o in overrides:
         cmd += ["--set", o]
@@ -233,6 +233,8 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str =
 
     kv = KeyedVectors.load_word2vec_format(str(vec), binary=True, fvocab=str(vec) + ".vocab")
     method = "ours" if threads == "default" else f"ours (torch threads={threads})"
+    if extra:
+        method += " " + " ".join(extra)
     return {"method": method, "cli_wall_s": wall, "train_s": seconds, "steps_only_s": steps_only_s, "steps": steps,
             "pairs": pairs,
             "run_dir": str(run_dir), "vocab_size": len(kv),
@@ -304,6 +306,8 @@ def main(argv=None) -> int:
     p.add_argument("--ours-threads", default="default",
                    help="comma-separated torch thread counts for our trainer, one table row each; 'default' is "
                         "torch's own choice (e.g. default,1)")
+    p.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an extra --set for our trainer (repeatable), e.g. train.fused=false for the autograd path")
     p.add_argument("--out", default="runs/compare_gensim")
     args = p.parse_args(argv)
     if args.epochs < 1 or args.repeats < 1 or args.workers < 1:
@@ -325,7 +329,7 @@ def main(argv=None) -> int:
         for threads in variants:
             vocab_s, steps = our_vocab_seconds(corpus_path, args.epochs)
             o = run_ours(corpus_path, args.epochs, out, tag=f"ours-r{i}-t{threads}", threads=threads,
-                         log_every=max(1, min(LOG_EVERY, steps // 10)))
+                         log_every=max(1, min(LOG_EVERY, steps // 10)), extra=tuple(args.ours_set))
             o["vocab_s"] = vocab_s
             print(f"[{i + 1}/{args.repeats}] {o['method']}: train {o['train_s']:.2f} s "
                   f"(CLI wall {o['cli_wall_s']:.1f} s)", flush=True)
