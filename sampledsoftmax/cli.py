@@ -87,7 +87,7 @@ def _name_list(text: str) -> tuple[str, ...] | None:
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
-    # Defaults mirror sampledsoftmax.bench.BenchConfig (a test keeps them equal); repeated here so that building
+    # Defaults mirror sampledsoftmax.experiments.bench.BenchConfig (a test keeps them equal); repeated here so that building
     # the parser and --help do not import torch.
     sizes = (10_000, 100_000, 1_000_000)
     p = sub.add_parser(
@@ -135,7 +135,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from sampledsoftmax import bench
+    from sampledsoftmax.experiments import bench
 
     given = vars(args)
     cfg = bench.BenchConfig(**{f.name: given[f.name] for f in dataclasses.fields(bench.BenchConfig)})
@@ -171,25 +171,41 @@ def _report_run(result: dict, runs_root: str) -> int:
     return 130 if result["stopped"] else 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train skip-gram word embeddings with any loss (YAML config)",
-        description="Train a skip-gram model as configured in CONFIG (YAML; every key has a default in "
-        "sampledsoftmax.embeddings.config), log to TensorBoard under runs_root/name, checkpoint, and evaluate "
-        "every loss by the same exact full-softmax metric. Example: sampledsoftmax train configs/quickstart.yaml "
-        "--set loss.name=sampled --set loss.sampler=log_uniform",
-    )
-    _add_run_options(p, "loss.name=full")
-    p.set_defaults(func=_cmd_train)
+# the training commands: name -> (help, description, --set example, config loader, trainer), each "module:function"
+_TRAINERS = {
+    "train": (
+        "train skip-gram word embeddings with any loss (YAML config)",
+        "Train a skip-gram model as configured in CONFIG (YAML; every key has a default in "
+        "sampledsoftmax.embeddings.config and sampledsoftmax.training.config), log to TensorBoard under "
+        "runs_root/name, checkpoint, and evaluate every loss by the same exact full-softmax metric. Example: "
+        "sampledsoftmax train configs/quickstart.yaml --set loss.name=sampled --set loss.sampler=log_uniform",
+        "loss.name=full", "sampledsoftmax.embeddings.config:load_config", "sampledsoftmax.embeddings.train:train"),
+    "train-lm": (
+        "train a small next-token language model (LSTM or Transformer) with any loss",
+        "Train the language model configured in CONFIG (YAML; defaults in sampledsoftmax.lm.config) "
+        "with the loss named by loss.name, evaluated by exact held-out perplexity. Example: sampledsoftmax "
+        "train-lm configs/lm_quick.yaml --set loss.name=full",
+        "model.arch=transformer", "sampledsoftmax.lm.config:load_lm_config", "sampledsoftmax.lm.train:train_lm"),
+}
+
+
+def _add_trainers(sub: argparse._SubParsersAction) -> None:
+    for name, (help_text, description, example, loader, trainer) in _TRAINERS.items():
+        p = sub.add_parser(name, help=help_text, description=description)
+        _add_run_options(p, example)
+        p.set_defaults(func=_cmd_train, loader=loader, trainer=trainer)
+
+
+def _load(ref: str) -> Callable:
+    import importlib
+
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)  # the task imports torch: only when it runs
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from sampledsoftmax.embeddings.config import load_config
-    from sampledsoftmax.embeddings.train import train
-
-    cfg = load_config(args.config, args.overrides)
-    return _report_run(train(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
+    cfg = _load(args.loader)(args.config, args.overrides)
+    return _report_run(_load(args.trainer)(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
 
 
 # ----------------------------------------------------------------------------------------------------- export
@@ -213,9 +229,9 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+    from sampledsoftmax.training.checkpoint import load_checkpoint
     from sampledsoftmax.embeddings.export import export_word2vec
-    from sampledsoftmax.embeddings.vocab import Vocab
+    from sampledsoftmax.data.vocab import Vocab
 
     run_dir = Path(args.run_dir)
     state = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
@@ -229,29 +245,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
     export_word2vec(vectors, vocab, out, binary=binary)
     print(f"wrote {out} ({vectors.shape[0]} words x {vectors.shape[1]}) and {out}.vocab")
     return 0
-
-
-# ----------------------------------------------------------------------------------------------------- train-lm
-
-
-def _add_train_lm(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train-lm",
-        help="train a small next-token language model (LSTM or Transformer) with any loss",
-        description="Train the language model configured in CONFIG (YAML; defaults in sampledsoftmax.lm.config) "
-        "with the loss named by loss.name, evaluated by exact held-out perplexity. Example: sampledsoftmax "
-        "train-lm configs/lm_quick.yaml --set loss.name=full",
-    )
-    _add_run_options(p, "model.arch=transformer")
-    p.set_defaults(func=_cmd_train_lm)
-
-
-def _cmd_train_lm(args: argparse.Namespace) -> int:
-    from sampledsoftmax.lm.config import load_lm_config
-    from sampledsoftmax.lm.train import train_lm
-
-    cfg = load_lm_config(args.config, args.overrides)
-    return _report_run(train_lm(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
 
 
 # ----------------------------------------------------------------------------------------------------- sweep
@@ -273,7 +266,7 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from sampledsoftmax.sweep import run_sweep
+    from sampledsoftmax.experiments.sweep import run_sweep
 
     rows = run_sweep(args.sweep, args.overrides, quiet=args.quiet)
     failed = [r for r in rows if not str(r.get("status", "")).startswith("ok")]
@@ -283,7 +276,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_train_lm, _add_sweep, _add_export, _add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_trainers, _add_sweep, _add_export, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,6 +314,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         if "torch.distributed" in sys.modules:
-            from .distributed import shutdown
+            from .training.distributed import shutdown
 
             shutdown()

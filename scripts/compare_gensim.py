@@ -13,7 +13,7 @@ table holds the medians. ``--ours-threads default,1`` adds a row for our trainer
 The corpus is tokenised once by our tokenizer (lowercase, ``[a-z']+``), cut into sentences of at most 10,000
 tokens (gensim truncates longer ones, we split them) and written one sentence a line to OUT/corpus.txt: our trainer
 reads that file. Our trainer holds out 1% of the sentences for its exact evaluation; gensim is given exactly the other
-99% (the held-out choice is recomputed here as ``sampledsoftmax.embeddings.corpus`` makes it, and checked: both
+99% (the held-out choice is recomputed here as ``sampledsoftmax.data.corpus`` makes it, and checked: both
 vocabularies must come out identical, words and counts, else the table says so).
 
 Measured:
@@ -57,7 +57,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runs from a checkout without installing
 
-from sampledsoftmax.embeddings import corpus as corpus_mod  # noqa: E402
+from sampledsoftmax.data import corpus as corpus_mod  # noqa: E402
 
 MAX_SENTENCE = corpus_mod.MAX_SENTENCE_TOKENS  # 10,000: gensim's MAX_WORDS_IN_BATCH
 HELDOUT_FRACTION = 0.01  # configs/text8.yaml's data.heldout_fraction
@@ -220,7 +220,7 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str =
     run_dir, steps = Path(m.group(1)), int(m.group(2))
     in_trainer = dict(kv.split("=", 1) for kv in m.group(3).split())
     seconds, pairs = train_seconds(_scalars(run_dir), steps, 1024)
-    from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+    from sampledsoftmax.training.checkpoint import load_checkpoint
 
     # the trainer's own clock of the steps alone (pair generation excluded), where it keeps one: a cross-check
     steps_only_s = load_checkpoint(run_dir / "last.pt").get("train_seconds")

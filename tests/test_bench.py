@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from sampledsoftmax import LOSSES, bench
+from sampledsoftmax import LOSSES
+from sampledsoftmax.experiments import bench
 from sampledsoftmax.cli import main
 from sampledsoftmax.errors import ConfigError, SampledSoftmaxError
 

@@ -94,7 +94,7 @@ def test_losses_all_means_every_loss():
 
 
 def test_bench_parser_defaults_match_bench_config():
-    from sampledsoftmax.bench import BenchConfig
+    from sampledsoftmax.experiments.bench import BenchConfig
 
     args = vars(cli.build_parser().parse_args(["bench"]))
     for f in dataclasses.fields(BenchConfig):
@@ -102,6 +102,6 @@ def test_bench_parser_defaults_match_bench_config():
 
 
 def test_importing_cli_does_not_import_the_commands():
-    code = "import sys, sampledsoftmax.cli; print('sampledsoftmax.bench' in sys.modules)"
+    code = "import sys, sampledsoftmax.cli; print('sampledsoftmax.experiments.bench' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr

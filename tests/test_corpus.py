@@ -1,4 +1,4 @@
-"""Tests for sampledsoftmax.embeddings.corpus and .vocab: reading, tokenizer, vocabulary, held-out split, cache.
+"""Tests for sampledsoftmax.data.corpus and .vocab: reading, tokenizer, vocabulary, held-out split, cache.
 
 Every corpus is written to a temporary directory by the test itself. Expected values are computed independently
 (a whole-text tokenisation, hand-written vocabularies, gensim's own vocabulary rule where gensim is installed).
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sampledsoftmax.embeddings.corpus import (
+from sampledsoftmax.data.corpus import (
     MAX_SENTENCE_TOKENS,
     EncodedCorpus,
     corpus_files,
@@ -25,7 +25,7 @@ from sampledsoftmax.embeddings.corpus import (
     load_corpus,
     tokenize,
 )
-from sampledsoftmax.embeddings.vocab import Vocab
+from sampledsoftmax.data.vocab import Vocab
 from sampledsoftmax.errors import ConfigError, DataError
 
 TEXT = (

@@ -16,8 +16,8 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from sampledsoftmax.distributed import Dist, shard_batches
-from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+from sampledsoftmax.training.distributed import Dist, shard_batches
+from sampledsoftmax.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 180  # a hung collective fails the test instead of blocking CI

@@ -10,10 +10,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import sampledsoftmax.embeddings.train as train_mod
-from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+from sampledsoftmax.training.checkpoint import load_checkpoint
 from sampledsoftmax.embeddings.fused import can_fuse, fused_sgns_step
 from sampledsoftmax.embeddings.model import SkipGram
-from sampledsoftmax.embeddings.train import build_loss_fn, build_optimizers, train
+from sampledsoftmax.embeddings.train import train
+from sampledsoftmax.training.builders import build_loss_fn, build_optimizers
 from sampledsoftmax.losses import NegativeSamplingLoss
 from sampledsoftmax.samplers import UnigramSampler
 

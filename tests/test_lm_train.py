@@ -13,7 +13,7 @@ from sampledsoftmax.cli import main
 from sampledsoftmax.lm.config import load_lm_config
 from sampledsoftmax.lm.model import build_lm
 from sampledsoftmax.lm.train import _Counts, train_lm
-from sampledsoftmax.embeddings.train import build_loss_fn, build_optimizers
+from sampledsoftmax.training.builders import build_loss_fn, build_optimizers
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["data.synthetic.vocab_size=200", "data.synthetic.num_tokens=12000", "data.synthetic.num_topics=4",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sampledsoftmax import plots
-from sampledsoftmax.plots import PLOT_FILES, Series, pareto_front, plot_sweep, series_label, series_of
-from sampledsoftmax.sweep import COLUMNS, write_results
+from sampledsoftmax.experiments import plots
+from sampledsoftmax.experiments.plots import PLOT_FILES, Series, pareto_front, plot_sweep, series_label, series_of
+from sampledsoftmax.experiments.sweep import COLUMNS, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_BYTES = 300_000
@@ -149,7 +149,7 @@ def test_two_budgets(tmp_path):
 
 
 def test_import_does_not_load_matplotlib():
-    code = ("import sys, sampledsoftmax, sampledsoftmax.plots, sampledsoftmax.sweep; "
+    code = ("import sys, sampledsoftmax, sampledsoftmax.experiments.plots, sampledsoftmax.experiments.sweep; "
             "sys.exit(1 if any(m == 'matplotlib' or m.startswith('matplotlib.') for m in sys.modules) else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sampledsoftmax import sweep as sweep_mod
+from sampledsoftmax.experiments import sweep as sweep_mod
 from sampledsoftmax.errors import ConfigError
-from sampledsoftmax.sweep import COLUMNS, cell_id, load_sweep, run_sweep
+from sampledsoftmax.experiments.sweep import COLUMNS, cell_id, load_sweep, run_sweep
 
 BASE = [
     "data.synthetic.vocab_size=200", "data.synthetic.num_tokens=20000", "data.synthetic.num_topics=5",

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pytest
 
-from sampledsoftmax.embeddings.synthetic import PlantedCorpus
+from sampledsoftmax.data.synthetic import PlantedCorpus
 from sampledsoftmax.errors import ConfigError, InputError
 
 
@@ -265,7 +265,7 @@ def test_vocab_sorted_by_observed_count_and_encoding(tiny):
 
 
 def test_generate_returns_a_vocab_the_vocab_module_agrees_with():
-    from sampledsoftmax.embeddings.vocab import Vocab
+    from sampledsoftmax.data.vocab import Vocab
 
     pc = PlantedCorpus(Cfg(vocab_size=400, num_tokens=5_000, heldout_sentences=20))
     ids, heldout_ids, vocab = pc.generate()

@@ -15,9 +15,10 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from sampledsoftmax.cli import main
-from sampledsoftmax.embeddings.checkpoint import load_checkpoint
+from sampledsoftmax.training.checkpoint import load_checkpoint
 from sampledsoftmax.embeddings.config import load_config
-from sampledsoftmax.embeddings.train import build_loss_fn, build_optimizers, train
+from sampledsoftmax.embeddings.train import train
+from sampledsoftmax.training.builders import build_loss_fn, build_optimizers
 from sampledsoftmax.embeddings.model import SkipGram
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -282,7 +283,7 @@ def test_wall_clock_budget_stops_training_and_still_evaluates(tmp_path):
 
 
 def test_budget_progress_takes_the_further_of_steps_and_time():
-    from sampledsoftmax.embeddings.train import Budget, lr_at_progress
+    from sampledsoftmax.training.run import Budget, lr_at_progress
 
     b = Budget(total=100, max_seconds=10.0, seconds=2.0)
     assert b.progress(50) == 0.5 and b.progress(10) == pytest.approx(0.2) and not b.out_of_time()

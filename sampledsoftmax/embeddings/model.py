@@ -1,6 +1,6 @@
 """The skip-gram model: an input embedding that turns center-word ids into hidden states.
 
-The output layer (the context-word table) belongs to the loss (DESIGN.md), so the same model trains with every loss.
+The output layer (the context-word table) belongs to the loss (docs/ARCHITECTURE.md), so the same model trains with every loss.
 """
 
 from __future__ import annotations

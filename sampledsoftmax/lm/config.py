@@ -1,6 +1,7 @@
-"""Configuration of the language-model trainer: the same system as the embedding trainer's (nested dataclasses hold
-every default; YAML and `--set a.b=c` override; unknown keys, wrong types and bad values are one-line errors naming
-the key), with LM-specific sections. The loss, optimizer and train sections are the embedding trainer's own."""
+"""Configuration of the language-model task, on the shared strict config system (``sampledsoftmax.training.config``:
+nested dataclasses hold every default; YAML and `--set a.b=c` override; unknown keys, wrong types and bad values are
+one-line errors naming the key). The loss, optim and train sections are the shared ones; data, model and eval are
+this task's."""
 
 from __future__ import annotations
 
@@ -8,22 +9,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
+from ..data.synthetic import SyntheticConfig
 from ..errors import ConfigError
-from ..embeddings.config import (
+from ..training.config import (
     DEVICES,
     OPTIMIZERS,
     LossConfig,
     OptimConfig,
-    SyntheticConfig,
     TrainConfig,
-    _apply_override,
-    _check_choice,
-    _from_dict,
-    _read_yaml,
+    check_choice,
+    config_to_dict,
+    load,
     loss_choices,
     sampler_choices,
 )
-from ..embeddings.config import config_to_dict as _asdict
 
 ARCHS = ("lstm", "transformer")
 
@@ -75,16 +74,11 @@ class LMConfig:
 
 def load_lm_config(path: Optional[Union[str, Path]] = None, overrides: Sequence[str] = ()) -> LMConfig:
     """Defaults, then the YAML file, then each `key=value` override; validated."""
-    raw = _read_yaml(path) if path is not None else {}
-    for text in overrides:
-        _apply_override(raw, text, LMConfig)
-    cfg = _from_dict(LMConfig, raw)
-    validate_lm(cfg)
-    return cfg
+    return validate_lm(load(LMConfig, path, overrides))
 
 
 def lm_config_to_dict(cfg: LMConfig) -> dict:
-    return _asdict(cfg)
+    return config_to_dict(cfg)
 
 
 def validate_lm(cfg: LMConfig) -> LMConfig:
@@ -111,9 +105,9 @@ def validate_lm(cfg: LMConfig) -> LMConfig:
                           f"in [0, optim.alpha]")
     if cfg.model.arch == "transformer" and cfg.model.dim % cfg.model.num_heads:
         raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.num_heads={cfg.model.num_heads}")
-    _check_choice("model.arch", cfg.model.arch, ARCHS)
-    _check_choice("loss.name", cfg.loss.name, loss_choices())
-    _check_choice("loss.sampler", cfg.loss.sampler, sampler_choices())
-    _check_choice("optim.name", cfg.optim.name, OPTIMIZERS)
-    _check_choice("train.device", cfg.train.device, DEVICES)
+    check_choice("model.arch", cfg.model.arch, ARCHS)
+    check_choice("loss.name", cfg.loss.name, loss_choices())
+    check_choice("loss.sampler", cfg.loss.sampler, sampler_choices())
+    check_choice("optim.name", cfg.optim.name, OPTIMIZERS)
+    check_choice("train.device", cfg.train.device, DEVICES)
     return cfg

@@ -1,6 +1,6 @@
 """Language-model batches from a token stream, made with vectorised numpy (no Python loop per token).
 
-Vocabulary. The corpus code (`embeddings.corpus.load_corpus`, `embeddings.synthetic.PlantedCorpus`) gives int32
+Vocabulary. The corpus code (`data.corpus.load_corpus`, `data.synthetic.PlantedCorpus`) gives int32
 word ids in ``[0, V)`` with ``-1`` between sentences. :func:`sentences_to_stream` turns every ``-1`` into the
 end-of-sentence id ``eos_id = V``, so the model and the loss see **V + 1 classes**: the V corpus words, then
 end-of-sentence as the last id (which keeps the corpus's frequency ranks, so log-uniform sampling stays meaningful

@@ -1,4 +1,4 @@
-"""Small causal language models that return hidden states: the output layer belongs to the loss (DESIGN.md).
+"""Small causal language models that return hidden states: the output layer belongs to the loss (docs/ARCHITECTURE.md).
 
     model = build_lm("lstm", V + 1, 128)                       # V words + the end-of-sentence id V (see data.py)
     loss_fn = build_loss("sampled", V + 1, 128, weight=model.embed.weight, num_sampled=256)   # tied embeddings

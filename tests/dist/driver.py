@@ -12,13 +12,13 @@ import sys
 
 import torch
 
-from sampledsoftmax.distributed import init_from_env
+from sampledsoftmax.training.distributed import init_from_env
 
 
 def grads(out_dir: str, variant: str) -> None:
     """variant "f32": float32, dense gradients in the all-gather; "f64": float64 indices-in-doubles, and the dense
     gradients all-reduced (DENSE_GATHER_MAX = 0)."""
-    import sampledsoftmax.distributed as sd
+    import sampledsoftmax.training.distributed as sd
 
     ddp, _ = init_from_env("cpu")
     r = ddp.rank
@@ -64,6 +64,6 @@ if __name__ == "__main__":
         interrupt(out, sys.argv[3:])
     else:
         raise SystemExit(f"unknown mode {mode}")
-    from sampledsoftmax.distributed import shutdown
+    from sampledsoftmax.training.distributed import shutdown
 
     shutdown()

@@ -22,7 +22,7 @@ cells in order, each a real :func:`~sampledsoftmax.embeddings.train.train` in ``
 TensorBoard run with hparams per cell). After each cell ``<out_dir>/results.csv`` is rewritten atomically; a re-run
 skips the cells that already have an ``ok`` row, so an interrupted sweep resumes where it stopped. A cell that raises
 is recorded as ``failed: <message>`` and the sweep goes on. ``<out_dir>/results.md`` holds the same table in
-markdown, sorted by V then loss, and the PNG plots of :mod:`sampledsoftmax.plots` (step time, peak memory and CE
+markdown, sorted by V then loss, and the PNG plots of :mod:`sampledsoftmax.experiments.plots` (step time, peak memory and CE
 against V, the speed-accuracy frontier, the sampled-objective bias against S) are drawn at the end.
 
 Each cell trains in its own child process (its peak memory is its own; a crash or OOM kill is a failed row).
@@ -46,7 +46,13 @@ from typing import Any, Optional, Sequence, Union
 
 import yaml
 
-from .errors import ConfigError, SampledSoftmaxError, did_you_mean
+from ..embeddings.config import load_config
+from ..embeddings.train import train
+from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
+from ..training.config import read_yaml
+from ..training.device import peak_mem_mb, resolve_device
+from .child import run_in_child
+from .plots import plot_sweep
 
 TOP_KEYS = ("name", "out_dir", "base", "grid", "budgets")
 
@@ -118,23 +124,6 @@ def cell_id(values: dict[str, Any]) -> str:
     return re.sub(r"[^A-Za-z0-9._+=,@-]", "_", text)  # a plain directory name, as Config.name requires
 
 
-def _read_yaml(path: Union[str, Path]) -> dict:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"sweep file {str(path)!r} does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"cannot read sweep file {str(path)!r}: {e}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep file {str(path)!r} is not valid YAML: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"sweep file {str(path)!r}: expected a mapping with keys {', '.join(TOP_KEYS)}")
-    return raw
-
-
 def _parse_budgets(raw: Any) -> list[Optional[float]]:
     """`budgets: [pairs, {seconds: 10}]` -> [None, 10.0]: None is the base's step budget (equal training pairs),
     a number an equal training time in seconds for every cell."""
@@ -158,9 +147,7 @@ def _parse_budgets(raw: Any) -> list[Optional[float]]:
 def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     """Read and check a sweep file. `overrides` (key=value) are appended to its `base`, so they apply to every
     cell. Every cell's configuration is checked with ``load_config`` here, before anything trains."""
-    from .embeddings.config import load_config
-
-    raw = _read_yaml(path)
+    raw = read_yaml(path, "sweep file")
     for k in raw:
         if k not in TOP_KEYS:
             raise ConfigError(f'unknown sweep key "{k}"{did_you_mean(str(k), TOP_KEYS)}; '
@@ -316,58 +303,22 @@ def _base_row(cell: Cell, cfg) -> dict:
 def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = True) -> dict:
     """Train one cell and return its results row (status "ok" or "failed: <message>").
 
-    With `isolate` (the default) the cell trains in a fresh child process, so its peak memory is its own and not
-    the largest of every cell before it, and a crash or an out-of-memory kill of one cell is a failed row rather than
-    the end of the sweep. Ctrl-C reaches the child's trainer, which checkpoints and stops; the row then says
-    "interrupted"."""
+    With `isolate` (the default) the cell trains in a fresh child process (``experiments.child``), so its peak
+    memory is its own and a crash or an out-of-memory kill of one cell is a failed row rather than the end of the
+    sweep. Ctrl-C reaches the child's trainer, which checkpoints and stops; the row then says "interrupted"."""
     if not isolate:
         return _train_cell(cell, runs_root, quiet)
-    import signal
-
-    from .bench import _process_context
-
-    ctx = _process_context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_cell_worker, args=(send, cell, runs_root, quiet), daemon=True)
     t0 = time.perf_counter()
-    old = signal.signal(signal.SIGINT, lambda *_: None)  # the child handles Ctrl-C; wait for its row
-    try:
-        proc.start()
-        send.close()  # the child holds the only write end: recv() raises EOFError if it dies before answering
-        try:
-            row = recv.recv()
-        except EOFError:
-            row = None
-        finally:
-            recv.close()
-            proc.join()
-    finally:
-        signal.signal(signal.SIGINT, old)
-    if row is not None:
-        return row
-    code = proc.exitcode
-    why = (f"the cell's process was killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
-           if code is not None and code < 0 else f"the cell's process exited with code {code}")
-    from .embeddings.config import load_config
-
+    kind, value = run_in_child(_train_cell, cell, runs_root, quiet, forward_sigint=True)
+    if kind == "ok":
+        return value
+    why = value if kind != "died" else f"the cell's process was {value}"
     row = _base_row(cell, load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"]))
     row.update(wall_s=time.perf_counter() - t0, status=f"failed: {why}")
     return row
 
 
-def _cell_worker(conn, cell: Cell, runs_root: Path, quiet: bool) -> None:
-    try:
-        row = _train_cell(cell, runs_root, quiet)
-    except BaseException as e:  # noqa: BLE001 - report, never hang the parent
-        row = {"cell": cell.id, "status": f"failed: {_one_line(e)}"}
-    conn.send(row)
-    conn.close()
-
-
 def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
-    from .embeddings.config import load_config
-    from .embeddings.train import peak_mem_mb, resolve_device, train
-
     cfg = load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"])
     row = _base_row(cell, cfg)
     t0 = time.perf_counter()
@@ -452,7 +403,6 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
             interrupted = True  # Ctrl-C inside the trainer: stop here; a re-run resumes with this cell
     result = current()
     write_results(out_dir, result)
-    from .plots import plot_sweep
 
     plots = plot_sweep(out_dir, result)
     if plots:

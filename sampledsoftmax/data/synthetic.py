@@ -79,14 +79,30 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 
 from ..errors import ConfigError, InputError
+from .vocab import Vocab
 
 _CHUNK_TOKENS = 1 << 20  # tokens drawn per vectorised chunk: bounds the float64 temporaries to ~8 MB each
 _MAX_TOPIC_STRENGTH = 50.0  # e^50 ~ 5e21; A² ~ 3e43 still far from float64 overflow
+
+
+@dataclass
+class SyntheticConfig:
+    """The planted corpus's settings (the ``data.synthetic`` config section): Zipfian words, topic-conditioned sentences."""
+
+    vocab_size: int = 10_000
+    num_tokens: int = 1_000_000
+    num_topics: int = 50
+    sentence_length: int = 20
+    zipf_exponent: float = 1.0
+    topic_strength: float = 5.0
+    heldout_sentences: int = 2_000
+    seed: int = 0
 
 
 class GeneratedCorpus(NamedTuple):
@@ -343,7 +359,6 @@ class PlantedCorpus:
     def generate(self):
         """`(ids, heldout_ids, vocab)`: `generate_arrays()` with the vocabulary as a `Vocab(words, counts)`."""
         g = self.generate_arrays()
-        from .vocab import Vocab  # lazily: the vocabulary class lives with the real-text pipeline
 
         vocab = Vocab(g.words, g.counts)
         if list(vocab.words) != g.words:  # ids are ranks in OUR order; a re-sorting Vocab would break them

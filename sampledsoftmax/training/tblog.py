@@ -1,6 +1,6 @@
 """TensorBoard and console logging for a training run.
 
-Tags (DESIGN.md, "Metrics: say what is comparable"):
+Tags (what compares across losses and what does not; docs/ARCHITECTURE.md):
 - `train/objective`: the surrogate being optimised (sampled softmax, NCE, ...). Not comparable across losses.
 - `train/lr`, `perf/pairs_per_sec`, `perf/step_ms`, `sys/peak_mem_mb`.
 - `eval/full_ce`, `eval/ppl`, `eval/top1`, `eval/top10`: exact full softmax on held-out pairs, the same for every loss.

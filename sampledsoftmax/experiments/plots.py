@@ -1,6 +1,6 @@
 """PNG plots of a sweep's results table: what each loss costs and how close it gets, as the class count V grows.
 
-    from sampledsoftmax.plots import plot_sweep
+    from sampledsoftmax.experiments.plots import plot_sweep
     with open("sweeps/quick/results.csv", newline="") as f:
         plot_sweep(Path("sweeps/quick"), list(csv.DictReader(f)))  # -> the paths written
 

@@ -22,7 +22,7 @@ about speed.
 
 Example::
 
-    >>> from sampledsoftmax.bench import BenchConfig, run, format_markdown
+    >>> from sampledsoftmax.experiments.bench import BenchConfig, run, format_markdown
     >>> result = run(BenchConfig(losses=("full", "naive"), sizes=(300,), n=32, dim=8, repeats=2, isolate=False))
     >>> print(format_markdown(result))  # doctest: +SKIP
 """
@@ -46,7 +46,10 @@ from typing import Any, Callable, TextIO
 import torch
 import torch.nn.functional as F
 
-from sampledsoftmax.errors import ConfigError, SampledSoftmaxError, did_you_mean
+from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
+from ..losses import LOSSES, build_loss
+from ..training.device import resolve_device as _resolve_device
+from .child import run_in_child
 
 NAIVE = "naive"
 OPTIMIZERS = ("sgd", "adam")
@@ -128,8 +131,6 @@ class BenchResult:
 
 
 def registered_losses() -> list[str]:
-    from sampledsoftmax import LOSSES
-
     return list(LOSSES)
 
 
@@ -148,11 +149,8 @@ def resolve_losses(names: tuple[str, ...] | None) -> list[str]:
 
 
 def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was requested but torch.cuda.is_available() is False")
-    return device
+    """The bench's device name: "auto" -> cuda if available, else cpu (the trainers' rule)."""
+    return _resolve_device(device, "--device").type
 
 
 def plan_cells(cfg: BenchConfig) -> list[tuple[str, int]]:
@@ -220,8 +218,6 @@ _LOSS_SETTINGS = {
 
 def _loss_kwargs(name: str, cfg: BenchConfig) -> dict[str, Any]:
     """The benchmark's settings, as keyword arguments for ``build_loss(name, ...)``."""
-    from sampledsoftmax import LOSSES
-
     settings = _LOSS_SETTINGS.get(name)
     if settings is None:
         sampled = getattr(LOSSES[name], "is_sampled", False)
@@ -344,8 +340,6 @@ def run_cell(cfg: BenchConfig, loss_name: str, num_classes: int, device: str) ->
         kwargs: dict[str, Any] = {}
         loss_fn = NaiveSoftmax(num_classes, d)
     else:
-        from sampledsoftmax import build_loss
-
         kwargs = _loss_kwargs(loss_name, cfg)
         loss_fn = build_loss(loss_name, num_classes=num_classes, dim=d, **kwargs)
     loss_fn = loss_fn.to(dev)
@@ -459,58 +453,15 @@ def _progress_line(row: dict[str, Any], seconds: float) -> str:
 
 
 def _run_cell_isolated(cfg: BenchConfig, loss_name: str, num_classes: int, device: str) -> dict[str, Any]:
-    """Run one cell in a fresh child process and return its row; a crash or OOM kill becomes a failed row."""
-    ctx = _process_context()
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_cell_worker, args=(send, cfg, loss_name, num_classes, device), daemon=True)
-    proc.start()
-    send.close()  # the child holds the only write end: recv() raises EOFError if it dies before answering
-    try:
-        kind, payload = recv.recv()
-    except EOFError:
-        kind, payload = "died", None
-    finally:
-        recv.close()
-        proc.join()
-    if kind == "row":
-        return payload
+    """Run one cell in a fresh child process (``experiments.child``) and return its row; a crash or OOM kill
+    becomes a failed row."""
+    kind, value = run_in_child(run_cell, cfg, loss_name, num_classes, device)
+    if kind == "ok":
+        return value
     if kind == "user_error":
-        raise SampledSoftmaxError(payload)
-    if kind == "error":
-        why = f"{payload} (traceback above)"
-    elif proc.exitcode is not None and proc.exitcode < 0:
-        why = f"cell process killed by signal {-proc.exitcode}" + (" (out of memory?)" if proc.exitcode == -9 else "")
-    else:
-        why = f"cell process exited with code {proc.exitcode}"
+        raise SampledSoftmaxError(value)
+    why = f"{value} (traceback above)" if kind == "error" else f"cell process {value}"
     return _failed_row(cfg, loss_name, num_classes, device, why)
-
-
-def _process_context():
-    """A forkserver that has imported torch once (each cell forks from it in milliseconds instead of paying the
-    ~1.5 s torch import), or spawn where forkserver does not exist. Either way each cell starts with no tensors."""
-    import multiprocessing
-
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        # torch.optim imports torch._dynamo on first use (~2 s here): pay that once in the server too.
-        ctx.set_forkserver_preload(["sampledsoftmax.bench", "torch._dynamo"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def _cell_worker(conn, cfg: BenchConfig, loss_name: str, num_classes: int, device: str) -> None:
-    """Child-process body: send ("row", row), ("user_error", message) or ("error", summary) back to the parent."""
-    try:
-        message: tuple[str, Any] = ("row", run_cell(cfg, loss_name, num_classes, device))
-    except SampledSoftmaxError as e:
-        message = ("user_error", str(e))
-    except Exception as e:  # a bug: keep its traceback on stderr, and let the other cells run
-        import traceback
-
-        traceback.print_exc()
-        message = ("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
-    conn.send(message)
-    conn.close()
 
 
 def _failed_row(cfg: BenchConfig, loss_name: str, num_classes: int, device: str, why: str) -> dict[str, Any]:

@@ -36,7 +36,8 @@ from typing import Iterable, Iterator, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from .device import resolve_device
 
 T = TypeVar("T")
 
@@ -203,8 +204,6 @@ def init_from_env(device_name: str) -> tuple[Dist, torch.device]:
     """Join the job torchrun describes in the environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) and
     return this process's ``Dist`` and device. Without those variables (a plain run) returns a world of one and
     the configured device."""
-    from .embeddings.train import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), resolve_device(device_name)

@@ -1,0 +1,80 @@
+"""The one child-process runner of the experiments: run a function in a fresh process and bring back its result.
+
+A cell of a sweep or a benchmark runs in its own process so that its peak memory is its own (not the largest of
+every cell before it) and so that a crash or an out-of-memory kill of one cell is a failed row, not the end of the
+experiment. Children fork from a forkserver that has imported torch once (milliseconds per cell instead of the
+~1.5 s torch import), or start by spawn where forkserver does not exist; either way each starts with no tensors.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any, Callable, NamedTuple, Optional
+
+from ..errors import SampledSoftmaxError
+
+
+class ChildResult(NamedTuple):
+    """`kind`: "ok" (`value` is the function's result), "user_error" (`value`: the SampledSoftmaxError's message),
+    "error" (a bug: `value` is a one-line summary; the traceback went to stderr) or "died" (`value`: why, e.g.
+    "killed by signal 9 (out of memory?)")."""
+
+    kind: str
+    value: Any
+
+
+_PRELOAD = ["sampledsoftmax.experiments.bench", "sampledsoftmax.embeddings.train", "torch._dynamo"]
+
+
+def process_context():
+    """A multiprocessing context: forkserver preloaded with torch and the trainers, or spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        # torch.optim imports torch._dynamo on first use (~2 s here): pay that once in the server too.
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run_in_child(fn: Callable[..., Any], *args: Any, forward_sigint: bool = False) -> ChildResult:
+    """``fn(*args)`` in a fresh child process (fn and args must pickle). With `forward_sigint`, Ctrl-C is left to
+    the child (its trainer checkpoints and stops, and its result says so) and the parent waits for the answer."""
+    ctx = process_context()
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, fn, args), daemon=True)
+    old = signal.signal(signal.SIGINT, lambda *_: None) if forward_sigint else None
+    try:
+        proc.start()
+        send.close()  # the child holds the only write end: recv() raises EOFError if it dies before answering
+        try:
+            answer: Optional[ChildResult] = ChildResult(*recv.recv())
+        except EOFError:
+            answer = None
+        finally:
+            recv.close()
+            proc.join()
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+    if answer is not None:
+        return answer
+    code = proc.exitcode
+    why = (f"killed by signal {-code}" + (" (out of memory?)" if code == -9 else "")
+           if code is not None and code < 0 else f"exited with code {code}")
+    return ChildResult("died", why)
+
+
+def _worker(conn, fn: Callable[..., Any], args: tuple) -> None:
+    try:
+        message: tuple[str, Any] = ("ok", fn(*args))
+    except SampledSoftmaxError as e:
+        message = ("user_error", str(e))
+    except BaseException as e:  # noqa: BLE001 - a bug or an interrupt: keep the traceback, never hang the parent
+        import traceback
+
+        traceback.print_exc()
+        message = ("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
+    conn.send(message)
+    conn.close()
