@@ -103,6 +103,9 @@ class SyntheticConfig:
     topic_strength: float = 5.0
     heldout_sentences: int = 2_000
     seed: int = 0
+    # every generator word is a class, also those the training part never draws (count 0, ranked last): the
+    # output layer then really has vocab_size classes (at V = 1M, 3M tokens leave ~half of them unseen)
+    keep_unseen: bool = False
 
 
 class GeneratedCorpus(NamedTuple):
@@ -275,6 +278,7 @@ class PlantedCorpus:
         self.topic_strength = p["topic_strength"]
         self.heldout_sentences = p["heldout_sentences"]
         self.seed = p["seed"]
+        self.keep_unseen = bool(getattr(cfg, "keep_unseen", False))
         ss_model, self._ss_train, self._ss_heldout = np.random.SeedSequence(self.seed).spawn(3)
         V, K = self.vocab_size, self.num_topics
         rng = np.random.default_rng(ss_model)
@@ -315,7 +319,7 @@ class PlantedCorpus:
         per_chunk = max(1, _CHUNK_TOKENS // L)
         for s0 in range(0, n_train, per_chunk):
             counts_gen += np.bincount(buf[s0 : s0 + per_chunk, :L].ravel(), minlength=V)
-        observed_gen = np.flatnonzero(counts_gen)  # (V_obs,)
+        observed_gen = np.arange(V) if self.keep_unseen else np.flatnonzero(counts_gen)  # (V_obs,)
         names = np.char.add("w", observed_gen.astype(f"U{len(str(V - 1))}"))  # (V_obs,)
         order = np.lexsort((names, -counts_gen[observed_gen]))  # count descending, ties: word in code-point order
         self.vocab_to_gen = observed_gen[order].astype(np.int64)  # (V_obs,)

@@ -62,6 +62,9 @@ class ModelConfig:
 @dataclass
 class EvalConfig:
     every: int = 1000
+    # also evaluate at this many log-spaced points of the run's progress (1 % ... 100 % of its steps or training
+    # seconds): a learning curve whatever the budget; 0 = only every `every` steps and at the end
+    curve_points: int = 0
     batch_size: int = 4096
     wordsim: Optional[str] = None  # each of these three: a path, or "gensim" (the copy in gensim's test data)
     simlex: Optional[str] = None

@@ -54,6 +54,7 @@ class LMModelConfig:
 @dataclass
 class LMEvalConfig:
     every: int = 200
+    curve_points: int = 0  # also evaluate at this many log-spaced points of the run's progress (1 % ... 100 %)
     batch_size: int = 64
     max_batches: Optional[int] = None  # cap on held-out batches per evaluation (None: all)
 

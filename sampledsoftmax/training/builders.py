@@ -51,7 +51,8 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
         if loss_fn.bias is not None:
             # start from the unigram model, log p(c): a self-normalising loss (NCE) otherwise keeps the rarely
             # sampled classes near logit 0, far above their log-probability, for most of a run
-            counts = torch.tensor(vocab.counts, dtype=torch.float64)
+            # (a class never seen in training, count 0, starts at half a count: finite, below every seen class)
+            counts = torch.tensor(vocab.counts, dtype=torch.float64).clamp_min(0.5)
             loss_fn.bias.copy_((counts / counts.sum()).log())
     assert loss_fn.is_sampled == cls.is_sampled
     return loss_fn

@@ -48,6 +48,9 @@ class LossConfig:
     sparse: bool = True
     memory_budget_mb: Optional[float] = None  # None: the loss's default
     label_smoothing: float = 0.0
+    # the last fraction of the run (of its steps or training seconds, whichever budget is further along) trains
+    # with the exact softmax on the same output layer: 0 = never, 0.1 = the last 10 % (a sampled loss only)
+    finish_with_full: float = 0.0
 
 
 @dataclass

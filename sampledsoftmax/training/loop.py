@@ -33,6 +33,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .config import config_to_dict, save_config
 from .device import peak_mem_mb
 from .distributed import shard_batches
+from .schedule import CurvePoints, check_finish_with_full, switch_to_full
 from .run import Budget, RunControl, TrainingDiverged, check_world_size, ensure_finite, interruptible, \
     lr_at_progress, open_logger, set_lr
 
@@ -46,6 +47,9 @@ class Progress:
     batch: int = 0  # batches of this epoch done (per rank)
     best: float = math.inf  # best eval/full_ce so far
     run_n: int = 0  # steps in the running objective since the last log
+    eval_seconds: float = 0.0  # spent evaluating so far (not training time)
+    curve_done: int = 0  # learning-curve points evaluated (schedule.CurvePoints)
+    finishing: bool = False  # switched to the exact softmax (loss.finish_with_full)
     run_sum: torch.Tensor = field(default_factory=lambda: torch.zeros((), dtype=torch.float64))  # float64: no
     # saturation, and summed on the device: no per-step host sync
 
@@ -69,11 +73,13 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
     cfg = task.cfg
     budget = Budget(task.total, cfg.train.max_seconds)
     p = Progress(run_sum=torch.zeros((), dtype=torch.float64, device=task.device))
+    finish_with_full = check_finish_with_full(cfg, task.loss_fn)
     if resume:
         _restore(task, ddp, run_dir, p, budget)
     else:
         save_config(cfg, run_dir / "config.yaml")
         task.on_new_run(run_dir)
+    curve = CurvePoints(cfg.eval.curve_points, p.curve_done)
     log = open_logger(ddp, run_dir, task.total, p.step, quiet, what, cfg.runs_root)
     if not resume:
         log.hparams({**config_to_dict(cfg), "world_size": ddp.world})
@@ -88,9 +94,14 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
                 for batch in shard_batches(stream, ddp.rank, ddp.world):  # max_steps may span epochs
                     if p.step >= task.total or ctl.should_stop() or p.step == stop_at_step:
                         break
-                    lr = lr_at_progress(budget.progress(p.step), cfg.optim.alpha, cfg.optim.min_alpha)
+                    progress = budget.progress(p.step)
+                    if finish_with_full and not p.finishing and progress >= 1 - finish_with_full:
+                        switch_to_full(task)  # the same output layer, the exact softmax from here on
+                        p.finishing = True
+                    lr = lr_at_progress(progress, cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(task.opts, lr)
-                    if p.step % cfg.eval.every == 0:
+                    if curve.due(progress) | (p.step % cfg.eval.every == 0):
+                        p.curve_done = curve.done
                         metrics = evaluate(task, ddp, run_dir, p, budget, log)
                         meter.reset()  # evaluation is not training throughput
                     if p.step % cfg.train.checkpoint_every == 0 and p.step > 0:
@@ -157,7 +168,10 @@ def evaluate(task, ddp, run_dir: Path, p: Progress, budget: Budget, log) -> dict
     """Rank 0 evaluates exactly, logs, and keeps best.pt; the other ranks wait for it at the next collective."""
     if not ddp.is_main:
         return {}
+    t0 = time.perf_counter()
     m = task.evaluate(p.step)
+    p.eval_seconds += time.perf_counter() - t0
+    m.update({"eval/train_seconds": budget.elapsed(), "eval/eval_seconds": p.eval_seconds})
     log.scalars(m, p.step)
     log.flush()
     if m["eval/full_ce"] < p.best:
@@ -178,7 +192,8 @@ def checkpoint(task, ddp, run_dir: Path, p: Progress, budget: Budget, name: str 
         "optimizers": [o.state_dict() for o in task.opts], "step": p.step, "epoch": p.epoch, "batch": p.batch,
         "best_ce": p.best, "run_sum": float(p.run_sum), "run_n": p.run_n, "rng_torch": torch.get_rng_state(),
         "rng_loss": task.generator.get_state(), "config": config_to_dict(cfg), "loss_name": cfg.loss.name,
-        "train_seconds": budget.seconds, "world_size": ddp.world, "format": 1, **task.state(),
+        "train_seconds": budget.seconds, "world_size": ddp.world, "format": 1, "eval_seconds": p.eval_seconds,
+        "curve_done": p.curve_done, "finishing": p.finishing, **task.state(),
     }, run_dir / name)
 
 
@@ -186,6 +201,8 @@ def _restore(task, ddp, run_dir: Path, p: Progress, budget: Budget) -> None:
     state = load_checkpoint(run_dir / "last.pt")  # every rank reads it: a shared filesystem across machines
     task.check_resumable(state)
     check_world_size(state, ddp)
+    if state.get("finishing"):  # switched to the exact softmax before the checkpoint: the same loss and optimizers
+        switch_to_full(task)
     task.model.load_state_dict(state["model"])
     task.loss_fn.load_state_dict(state["loss"])
     for o, s in zip(task.opts, state["optimizers"]):
@@ -193,6 +210,8 @@ def _restore(task, ddp, run_dir: Path, p: Progress, budget: Budget) -> None:
     p.step, p.epoch, p.batch, p.best = state["step"], state["epoch"], state["batch"], state["best_ce"]
     p.run_sum.fill_(state.get("run_sum", 0.0))
     p.run_n = state.get("run_n", 0)
+    p.eval_seconds, p.curve_done = state.get("eval_seconds", 0.0), state.get("curve_done", 0)
+    p.finishing = bool(state.get("finishing", False))
     budget.seconds = state.get("train_seconds", 0.0)
     torch.set_rng_state(state["rng_torch"])
     task.generator.set_state(state["rng_loss"])
