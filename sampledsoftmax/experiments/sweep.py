@@ -51,6 +51,7 @@ from ..embeddings.train import train
 from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
 from ..training.config import read_yaml
 from ..training.device import peak_mem_mb, resolve_device
+from . import curves
 from .child import run_in_child
 from .plots import plot_sweep
 
@@ -59,9 +60,9 @@ TOP_KEYS = ("name", "out_dir", "base", "grid", "budgets")
 # a time-budgeted cell runs until its training seconds are spent: its step limit is set out of reach
 _UNBOUNDED_STEPS = 10**9
 
-COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "V", "budget", "steps", "train_s", "wall_s",
-           "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "top1", "top10", "wordsim", "analogy",
-           "bias_gap", "grad_cosine", "status", "run_dir"]
+COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "V", "budget", "steps", "train_s",
+           "eval_s", "wall_s", "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "target",
+           "time_to_target", "top1", "top10", "wordsim", "analogy", "bias_gap", "grad_cosine", "status", "run_dir"]
 
 # losses whose sampler / num_sampled settings are used (inbatch takes the batch's contexts; full samples nothing)
 _SAMPLING_LOSSES = ("sampled", "nce", "negative")
@@ -109,10 +110,12 @@ def _id_part(key: str, value: Any) -> str:
         return f"min{value}"
     if key == "loss.subtract_log_q":
         return "logq" if value else "nologq"
+    if key == "loss.finish_with_full":
+        return f"then-full{_fmt_value(value)}"
     return f"{key.rsplit('.', 1)[-1]}{_fmt_value(value)}"
 
 
-_ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3,
+_ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3, "loss.finish_with_full": 4,
              "data.synthetic.vocab_size": 99, "data.max_final_vocab": 99, "data.min_count": 99}
 
 
@@ -295,6 +298,7 @@ def _base_row(cell: Cell, cfg) -> dict:
         "sampler": lc.sampler if sampling else "",
         "S": lc.num_sampled if sampling else "",
         "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
+        "finish_with_full": lc.finish_with_full or "",
         "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
         "budget": "seconds" if cfg.train.max_seconds else "pairs",
     }
@@ -330,7 +334,8 @@ def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
     wall = time.perf_counter() - t0
     run_dir = Path(out["run_dir"])
     m = out.get("metrics") or {}
-    row.update(steps=out["step"], train_s=out.get("train_seconds"), wall_s=wall, run_dir=str(run_dir),
+    row.update(steps=out["step"], train_s=out.get("train_seconds"), eval_s=m.get("eval/eval_seconds"), wall_s=wall,
+               run_dir=str(run_dir),
                full_ce=m.get("eval/full_ce"), excess_ce=m.get("eval/excess_ce"),
                top1=m.get("eval/top1"), top10=m.get("eval/top10"), wordsim=m.get("eval/wordsim"),
                analogy=m.get("eval/analogy"), bias_gap=m.get("bias/exact_minus_objective"),
@@ -402,7 +407,10 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
         if str(row["status"]).startswith("failed: interrupted"):
             interrupted = True  # Ctrl-C inside the trainer: stop here; a re-run resumes with this cell
     result = current()
+    points = curves.collect(result)  # every evaluation of every ok cell, from the cells' own TensorBoard runs
+    curves.add_time_to_target(result, points)
     write_results(out_dir, result)
+    curves.write_curves(out_dir, points)
 
     plots = plot_sweep(out_dir, result)
     if plots:
