@@ -18,6 +18,8 @@ expected counts (log-Q correction) and removes accidental hits. Each loss is the
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import NamedTuple, Optional
 
@@ -35,6 +37,7 @@ __all__ = [
     "SampledLogits",
     "Removed",
     "mask_value",
+    "autocast_off",
     "DEFAULT_MEMORY_BUDGET_MB",
 ]
 
@@ -50,17 +53,75 @@ def mask_value(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).min / 2
 
 
+def autocast_off(device_type: str):
+    """A context in which autocast is off for `device_type` (a no-op when it is off already).
+
+    The losses compute their logits, log-sum-exps and gradients at (at least) fp32 from whatever dtype their inputs
+    have, as F.cross_entropy does: under autocast a matrix product would otherwise come out in bf16/fp16 for some
+    blocks (the sampled logits) and not others (the true logits, the exact losses' preallocated blocks).
+    """
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+_TWICE = (
+    "trying to differentiate twice a function that was marked with @once_differentiable: this loss's backward is "
+    "not differentiable (for second derivatives use F.cross_entropy on loss.logits(), or a loss made of plain torch "
+    "ops such as NCELoss or NegativeSamplingLoss)"
+)
+
+
+class _NotTwice(torch.autograd.Function):
+    """The identity on a gradient; its own backward raises. Its inputs are the forward's inputs as well, so that
+    differentiating the gradient with respect to any of them runs into the error instead of around it."""
+
+    @staticmethod
+    def forward(ctx, grad, *inputs):
+        return grad.view_as(grad)
+
+    @staticmethod
+    def backward(ctx, *_):
+        raise RuntimeError(_TWICE)
+
+
+def once_differentiable(backward):
+    """`torch.autograd.function.once_differentiable`, strict: under create_graph=True the gradients come out tied
+    to an error node whose edges lead to the forward's (saved) inputs, so any second derivative raises.
+
+    torch's decorator ties them to fresh leaves, and only when an incoming gradient requires grad: a loss's
+    incoming gradient (1 or 1/N) never does, so its gradients came out as constants and a Hessian-vector product
+    through the loss silently lost the loss's curvature. Functions using this must save their differentiable
+    inputs (or a tensor computed from them) with save_for_backward.
+    """
+
+    @functools.wraps(backward)
+    def wrapper(ctx, *grads):
+        with torch.no_grad():
+            outputs = backward(ctx, *grads)
+        if not torch.is_grad_enabled():  # create_graph=False: the usual backward
+            return outputs
+        inputs = [x for x in ctx.saved_tensors if x.requires_grad]
+        if not inputs:
+            return outputs
+        tied = tuple(g if g is None else _NotTwice.apply(g, *inputs) for g in outputs)
+        return tied if isinstance(outputs, tuple) else tied[0]
+
+    return wrapper
+
+
 def _blocks(n_rows: int, n_cols: int, budget_bytes: int) -> tuple[int, int]:
     """Rows and columns per block so that one fp32 (rows, cols) block fits the budget.
 
     Prefer whole rows of V (one pass, no online log-sum-exp, three products in all). The Gᵀ @ H update reads and
     writes the whole [V, d] gradient once per row block, so a block needs enough rows (>= 32: about 8 flop per
     byte) to stay compute-bound; when V is too wide for that, use column blocks of 32 rows and a second sweep.
+    Always at least one row per block (an empty batch then runs no block at all).
     """
     elems = max(1, budget_bytes // 4)
     rows = min(n_rows, elems // n_cols)
     if rows >= min(n_rows, 32):
-        return rows, n_cols
+        return max(rows, 1), n_cols
     rows = min(n_rows, 32)
     return rows, max(1, min(n_cols, elems // rows))
 
@@ -263,37 +324,69 @@ def _softmax_ce_pass(
     return loss, lse_all, grads
 
 
+def _take_grads(ctx, recompute):
+    """The gradients a reduced exact loss formed in forward, handed over to the first backward and released.
+
+    Released, not kept for retain_graph: while ctx held the [V, d] weight gradient, autograd had to copy it into
+    `.grad` instead of taking the buffer itself, doubling the peak memory for as long as the loss lived. A second
+    backward through a retained graph gets `recompute()` (the same operations, so the same values) instead.
+    """
+    if ctx.used:
+        return recompute()
+    grads, ctx.grads, ctx.used = ctx.grads, None, True
+    return grads
+
+
+def _scale_(grads, grad_out: Tensor):
+    """(dH, dW, dB) of a unit upstream gradient, scaled in place by the 0-dim upstream gradient."""
+    if grads is None:
+        return None, None, None
+    return tuple(None if g is None else g.mul_(grad_out.to(g.dtype)) for g in grads)
+
+
 class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """Exact softmax cross entropy, chunked (see `chunked_softmax_cross_entropy`).
+
+    row_weight given: returns Σ_i w_i · loss_i and computes the gradients in forward (three products in total); the
+    first backward takes them over (`_take_grads`), a second one through a retained graph recomputes them.
+    row_weight None: returns per-row losses; backward recomputes the logits with the upstream per-row gradient.
+    Backward is not itself differentiable (`once_differentiable`: a second derivative raises a clear error).
+    """
+
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, row_weight, label_smoothing, budget_bytes, need):
-        # row_weight given: return sum_i w_i * loss_i and compute the gradients now (3 products in total).
-        # row_weight None: return per-row losses; backward recomputes with the upstream per-row gradient.
         ctx.label_smoothing, ctx.budget_bytes, ctx.need = label_smoothing, budget_bytes, need
         ctx.has_bias = bias is not None
         loss, lse, grads = _softmax_ce_pass(
             hidden, weight, bias, target, label_smoothing, budget_bytes, row_weight, need
         )
-        if row_weight is not None:
-            ctx.reduced = True
-            ctx.grads = grads
+        b = bias if bias is not None else torch.empty(0)
+        ctx.reduced = row_weight is not None
+        if ctx.reduced:
+            ctx.grads, ctx.used = grads, False
+            ctx.save_for_backward(hidden, weight, b, target, row_weight)  # references, read only to recompute
             return (loss * row_weight.to(loss.dtype)).sum()
-        ctx.reduced = False
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), target, lse)
+        ctx.save_for_backward(hidden, weight, b, target, lse)
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        if ctx.reduced:
-            grads = ctx.grads  # kept (not freed) so that a retained graph can be differentiated again
-            if grads is None:
-                return (None,) * 8
-            dh, dw, db = (None if g is None else g * grad_out for g in grads)
-        else:
-            hidden, weight, bias, target, lse = ctx.saved_tensors
-            bias = bias if ctx.has_bias else None
-            _, _, (dh, dw, db) = _softmax_ce_pass(
-                hidden, weight, bias, target, ctx.label_smoothing, ctx.budget_bytes, grad_out, ctx.need, lse
-            )
+        with autocast_off(grad_out.device.type):
+            if ctx.reduced:
+
+                def recompute():
+                    hidden, weight, bias, target, row_weight = ctx.saved_tensors
+                    return _softmax_ce_pass(hidden, weight, bias if ctx.has_bias else None, target,
+                                            ctx.label_smoothing, ctx.budget_bytes, row_weight, ctx.need)[2]
+
+                dh, dw, db = _scale_(_take_grads(ctx, recompute), grad_out)
+            else:
+                hidden, weight, bias, target, lse = ctx.saved_tensors
+                bias = bias if ctx.has_bias else None
+                _, _, (dh, dw, db) = _softmax_ce_pass(
+                    hidden, weight, bias, target, ctx.label_smoothing, ctx.budget_bytes, grad_out, ctx.need, lse
+                )
         return dh, dw, db, None, None, None, None, None
 
 
@@ -337,10 +430,10 @@ def chunked_softmax_cross_entropy(
         torch.is_grad_enabled() and weight.requires_grad,
         torch.is_grad_enabled() and bias is not None and bias.requires_grad,
     )
-    out = _ChunkedSoftmaxCE.apply(
-        hidden, weight, bias, target, row_weight, float(label_smoothing), _rows_budget(memory_budget_mb), need
-    )
-    return out
+    with autocast_off(hidden.device.type):
+        return _ChunkedSoftmaxCE.apply(
+            hidden, weight, bias, target, row_weight, float(label_smoothing), _rows_budget(memory_budget_mb), need
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -384,30 +477,39 @@ def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compu
 
 
 class _ChunkedOneVsAll(torch.autograd.Function):
+    """Exact one-vs-all loss, chunked; the same gradient handling as `_ChunkedSoftmaxCE`."""
+
     @staticmethod
     def forward(ctx, hidden, weight, bias, target, row_weight, budget_bytes, need):
         ctx.budget_bytes, ctx.need, ctx.has_bias = budget_bytes, need, bias is not None
         loss, grads = _ova_pass(hidden, weight, bias, target, budget_bytes, row_weight, need)
-        if row_weight is not None:
-            ctx.reduced, ctx.grads = True, grads
+        b = bias if bias is not None else torch.empty(0)
+        ctx.reduced = row_weight is not None
+        if ctx.reduced:
+            ctx.grads, ctx.used = grads, False
+            ctx.save_for_backward(hidden, weight, b, target, row_weight)  # references, read only to recompute
             return (loss * row_weight.to(loss.dtype)).sum()
-        ctx.reduced = False
-        ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0), target)
+        ctx.save_for_backward(hidden, weight, b, target)
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
-        if ctx.reduced:
-            grads = ctx.grads
-            if grads is None:
-                return (None,) * 7
-            dh, dw, db = (None if g is None else g * grad_out for g in grads)
-        else:
-            hidden, weight, bias, target = ctx.saved_tensors
-            bias = bias if ctx.has_bias else None
-            _, (dh, dw, db) = _ova_pass(
-                hidden, weight, bias, target, ctx.budget_bytes, grad_out, ctx.need, compute_loss=False
-            )
+        with autocast_off(grad_out.device.type):
+            if ctx.reduced:
+
+                def recompute():
+                    hidden, weight, bias, target, row_weight = ctx.saved_tensors
+                    return _ova_pass(hidden, weight, bias if ctx.has_bias else None, target, ctx.budget_bytes,
+                                     row_weight, ctx.need, compute_loss=False)[1]
+
+                dh, dw, db = _scale_(_take_grads(ctx, recompute), grad_out)
+            else:
+                hidden, weight, bias, target = ctx.saved_tensors
+                bias = bias if ctx.has_bias else None
+                _, (dh, dw, db) = _ova_pass(
+                    hidden, weight, bias, target, ctx.budget_bytes, grad_out, ctx.need, compute_loss=False
+                )
         return dh, dw, db, None, None, None, None
 
 
@@ -435,7 +537,8 @@ def chunked_one_vs_all(
         torch.is_grad_enabled() and weight.requires_grad,
         torch.is_grad_enabled() and bias is not None and bias.requires_grad,
     )
-    return _ChunkedOneVsAll.apply(hidden, weight, bias, target, row_weight, _rows_budget(memory_budget_mb), need)
+    with autocast_off(hidden.device.type):
+        return _ChunkedOneVsAll.apply(hidden, weight, bias, target, row_weight, _rows_budget(memory_budget_mb), need)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -450,19 +553,25 @@ def chunked_topk(
     """Top-k classes of softmax(hidden @ weightᵀ + bias) and their probabilities, without the (N, V) logits.
 
     Shape:
-        hidden (N, d) -> ids (N, k) int64, probs (N, k) fp32
+        hidden (N, d) -> ids (N, k) int64, probs (N, k) fp32 (fp64 for fp64 inputs)
     """
+    with autocast_off(hidden.device.type):
+        return _chunked_topk(hidden, weight, bias, k, memory_budget_mb)
+
+
+def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
     n, v = hidden.shape[0], weight.shape[0]
     cdt = _matmul_dtype(hidden, weight)
+    acc = _acc_dtype(cdt)
     rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
     ids_out = torch.empty(n, k, dtype=torch.long, device=hidden.device)
-    probs_out = torch.empty(n, k, dtype=torch.float32, device=hidden.device)
+    probs_out = torch.empty(n, k, dtype=acc, device=hidden.device)
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]
-        best_v = torch.full((h.shape[0], 0), -math.inf, device=h.device)
+        best_v = torch.full((h.shape[0], 0), -math.inf, dtype=acc, device=h.device)
         best_i = torch.zeros((h.shape[0], 0), dtype=torch.long, device=h.device)
-        m = torch.full((h.shape[0],), -math.inf, device=h.device)
-        s = torch.zeros(h.shape[0], device=h.device)
+        m = torch.full((h.shape[0],), -math.inf, dtype=acc, device=h.device)
+        s = torch.zeros(h.shape[0], dtype=acc, device=h.device)
         for c0 in range(0, v, cols):
             z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
             m_new = torch.maximum(m, z.amax(1))
@@ -624,6 +733,11 @@ def sampled_logits(
         sample: a `CandidateSample` (ids (S,) or (N, S); log_q_true (N, T); log_q_sampled like ids; counts or None).
         sparse: gradients of weight and bias as sparse COO tensors over the rows used.
     """
+    with autocast_off(hidden.device.type):
+        return _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse)
+
+
+def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse):
     n, n_true = target.shape
     ids = sample.ids
     per_example = ids.dim() == 2
@@ -634,7 +748,8 @@ def sampled_logits(
     acc = _acc_dtype(cdt)
     h = hidden.to(cdt)
     n_t = n * n_true
-    w_true = w_all[:n_t].view(n, n_true, -1)  # (N, T, d)
+    d = w_all.shape[1]  # (explicit: a view with -1 is ambiguous for an empty batch)
+    w_true = w_all[:n_t].view(n, n_true, d)  # (N, T, d)
     w_samp = w_all[n_t:]  # (S, d) or (N*S, d)
     true = (w_true * h.unsqueeze(1)).sum(-1).to(acc)  # (N, T)
     # per-column offsets of the sampled block: bias minus log expected count
@@ -646,7 +761,7 @@ def sampled_logits(
         true = true - sample.log_q_true.to(acc)
         offset = offset - sample.log_q_sampled.to(acc)
     if per_example:
-        samp = torch.bmm(w_samp.view(n, ids.shape[1], -1).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
+        samp = torch.bmm(w_samp.view(n, ids.shape[1], d).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
         samp = samp + offset
     elif cdt == acc:
         samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
@@ -696,36 +811,44 @@ class _CandidateSoftmaxCE(torch.autograd.Function):
     """Per-row softmax cross entropy over the candidate columns [true | sampled] (removed ones hold `mask_value`).
 
     Row-wise fused kernels (logsumexp, softmax) keep each row in cache, and the gradient with respect to the
-    logits (p − y) is formed in forward; backward only scales it by the upstream gradient.
+    logits (p − y) is formed in forward; backward only scales it by the upstream gradient. That saved gradient is
+    a constant to autograd, so backward is marked once_differentiable: double backward raises a clear error
+    instead of silently dropping the softmax's curvature (supporting it would mean keeping the (N, S) logits as
+    well as p until backward, or recomputing the softmax there).
     """
 
     @staticmethod
     def forward(ctx, true, samp, y_true, log_counts, keep_t, keep_s, label_smoothing, need_grad):
         z = samp if log_counts is None else samp + log_counts  # a class drawn k times counts k times
-        # one fused row-wise pass gives softmax(z); log-sum-exp follows from its largest entry (>= 1/S, so exact
-        # to rounding): lse = z_ij* − log p_ij*. torch.logsumexp would take four more passes over (N, S).
-        p = torch.softmax(z, 1)  # (N, S)
-        p_max, j_max = p.max(1, keepdim=True)  # (N, 1)
-        lse_s = z.gather(1, j_max) - p_max.log()  # (N, 1)
+        if z.shape[1]:
+            # one fused row-wise pass gives softmax(z); log-sum-exp follows from its largest entry (>= 1/S, so
+            # exact to rounding): lse = z_ij* − log p_ij*. torch.logsumexp would take four more passes over (N, S).
+            p = torch.softmax(z, 1)  # (N, S)
+            p_max, j_max = p.max(1, keepdim=True)  # (N, 1)
+            lse_s = z.gather(1, j_max) - p_max.log()  # (N, 1)
+        else:  # no candidate (an empty in-batch sample): the true columns alone
+            p = torch.empty_like(z)  # (N, 0)
+            lse_s = z.new_full((z.shape[0], 1), -math.inf)
         lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
         eps = label_smoothing
         y_t, smooth = y_true, 0.0
-        if eps:  # the target spreads eps over the K_i non-removed candidates
+        if eps:  # the target spreads eps over the K_i non-removed draws (keep_s: each column's multiplicity)
             k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1)
             y_t = (1 - eps) * y_true + eps * keep_t / k
-            smooth = eps / k.squeeze(1) * (z * keep_s).sum(1)  # (N,)
+            smooth = eps / k.squeeze(1) * (samp * keep_s).sum(1)  # (N,) each draw's logit once, as without dedup
         # loss_i = lse_i − Σ_c y_ic z_ic (y is 0 on removed columns, whose finite mask value then adds 0)
         loss = lse.squeeze(1) - (y_t * true).sum(1) - smooth
         if need_grad:
             p.mul_((lse_s - lse).exp_())  # (N, S) softmax over all candidates, true columns included
             if eps:
                 p.sub_(eps * keep_s / k)
-            ctx.save_for_backward(p, (true - lse).exp_() - y_t)
+            ctx.save_for_backward(p, (true - lse).exp_() - y_t, true)  # true: an input, for once_differentiable
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_loss):
-        g_samp, g_true = ctx.saved_tensors
+        g_samp, g_true, _ = ctx.saved_tensors
         g = grad_loss.unsqueeze(1)  # (N, 1)
         return g_true * g, g_samp * g, None, None, None, None, None, None
 
@@ -736,17 +859,22 @@ def candidate_softmax_cross_entropy(s: SampledLogits, label_smoothing: float = 0
         loss_i = log Σ_{c not removed} mult_c · exp(z_ic) − Σ_c y_ic z_ic,
 
     mult_c the draw multiplicity (1 unless the sample was deduplicated). With label smoothing ε the target is
-    (1 − ε) y + ε / K_i on the K_i non-removed columns. Equals
-    `-(y * s.masked().log_softmax(1)).sum(1)` without building the (N, T + S) matrix.
+    (1 − ε) y + ε / K_i on each of the K_i non-removed draws: a deduplicated column drawn mult_c times gets
+    mult_c · ε / K_i, so deduplication leaves the estimator unchanged. Equals
+    `-(y * s.masked().log_softmax(1)).sum(1)` (without deduplication) without building the (N, T + S) matrix.
 
     Shape:
         -> (N,)
     """
-    log_counts = None if s.counts is None else s.counts.to(s.sampled.dtype).log()
-    need_grad = torch.is_grad_enabled() and (s.true.requires_grad or s.sampled.requires_grad)
-    keep_t = keep_s = None
-    if label_smoothing:
-        keep_t, keep_s = (~s.true_removed).to(s.true.dtype), (~s.sampled_removed).to(s.true.dtype)
-    return _CandidateSoftmaxCE.apply(
-        s.true, s.sampled, s.labels, log_counts, keep_t, keep_s, float(label_smoothing), need_grad
-    )
+    with autocast_off(s.sampled.device.type):
+        counts = None if s.counts is None else s.counts.to(s.sampled.dtype)
+        log_counts = None if counts is None else counts.log()
+        need_grad = torch.is_grad_enabled() and (s.true.requires_grad or s.sampled.requires_grad)
+        keep_t = keep_s = None
+        if label_smoothing:
+            keep_t, keep_s = (~s.true_removed).to(s.true.dtype), (~s.sampled_removed).to(s.true.dtype)
+            if counts is not None:
+                keep_s = keep_s * counts  # (N, S) draws per column
+        return _CandidateSoftmaxCE.apply(
+            s.true, s.sampled, s.labels, log_counts, keep_t, keep_s, float(label_smoothing), need_grad
+        )

@@ -8,13 +8,19 @@ embeddings). The model returns hidden states; the loss holds the output layer:
     nll = loss_fn.exact_nll(hidden, target) # exact full-softmax NLL per example, chunked; same for every loss
 
 `reduction` and `ignore_index` behave as in `F.cross_entropy` ("mean" averages over non-ignored examples), except
-that a batch whose examples are all ignored gives 0 with zero gradients instead of NaN. `forward` never changes its
-objective in `.eval()`: exact evaluation is the explicit `exact_nll`. Stateful samplers (learned unigram, in-batch
-streaming frequencies) only update their statistics in training mode.
+that a batch whose examples are all ignored (or an empty batch) gives 0 with zero gradients instead of NaN. `forward`
+never changes its objective in `.eval()`: exact evaluation is the explicit `exact_nll`. Stateful samplers (learned
+unigram, in-batch streaming frequencies) only update their statistics in training mode.
+
+Precision: every loss computes its logits, losses and gradients in fp32 from low-precision inputs (fp64 when the
+hidden states or the table are fp64), as `F.cross_entropy` does. Under `torch.autocast` the same holds: `forward`,
+`logits`, `exact_nll` and `predict_topk` run with autocast off, so a bf16/fp16 hidden state from an autocast model is
+upcast rather than multiplied in bf16, and the result is fp32.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional, Union
 
@@ -25,6 +31,8 @@ from torch import Tensor, nn
 from .errors import InputError, did_you_mean
 from .functional import (
     SampledLogits,
+    _acc_dtype,
+    autocast_off,
     candidate_softmax_cross_entropy,
     chunked_one_vs_all,
     chunked_softmax_cross_entropy,
@@ -48,6 +56,18 @@ __all__ = [
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
+
+
+def fp32_under_autocast(method):
+    """Run a loss method whose first argument is `hidden` with autocast off on hidden's device (see the module
+    docstring): one rule for every loss and every entry point, instead of a cast per operation."""
+
+    @functools.wraps(method)
+    def wrapper(self, hidden, *args, **kwargs):
+        with autocast_off(hidden.device.type if torch.is_tensor(hidden) else "cpu"):
+            return method(self, hidden, *args, **kwargs)
+
+    return wrapper
 
 
 class OutputLayerLoss(nn.Module):
@@ -148,26 +168,35 @@ class OutputLayerLoss(nn.Module):
         t = t.masked_fill(ignored, -1)
         return hidden.reshape(-1, self.dim), t, batch
 
-    def _row_weight(self, t: Tensor) -> tuple[Tensor, Optional[Tensor]]:
+    def _compute_dtype(self, h: Tensor) -> torch.dtype:
+        """The dtype losses are computed in: fp32, or fp64 when the hidden states or the table are fp64."""
+        w = self.weight
+        dt = h.dtype if w is None else torch.promote_types(h.dtype, w.dtype)
+        return _acc_dtype(dt)
+
+    def _row_weight(self, t: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Optional[Tensor]]:
+        """valid (N,) bool and, for "mean"/"sum", the weight of each row's loss in `dtype` (1 / #valid for "mean";
+        in the loss's own dtype: fp32 weights put a 1e-8 relative error on an fp64 loss)."""
         valid = (t >= 0).any(1)  # (N,)
         if self.reduction == "none":
             return valid, None
-        w = valid.float()
+        w = valid.to(dtype)
         if self.reduction == "mean":
             w = w / w.sum().clamp_min(1.0)
         return valid, w
 
     # -- the interface ----------------------------------------------------------------------------------------------
 
+    @fp32_under_autocast
     def forward(self, hidden: Tensor, target: Tensor, sample: Optional[CandidateSample] = None) -> Tensor:
         """Loss of `hidden` against `target`.
 
         Shape:
             hidden (..., d); target (...) int64, or (..., T) for losses with several true labels;
-            output () for "mean"/"sum", (...) for "none".
+            output () for "mean"/"sum", (...) for "none"; fp32 (fp64 for fp64 inputs), also under autocast.
         """
         h, t, batch = self._flatten(hidden, target, self.multi_label)
-        valid, w = self._row_weight(t)
+        valid, w = self._row_weight(t, self._compute_dtype(h))
         if w is not None:
             return self._loss(h, t, w, sample)
         per_row = self._loss(h, t, None, sample)  # (N,)
@@ -176,11 +205,13 @@ class OutputLayerLoss(nn.Module):
     def _loss(self, h: Tensor, t: Tensor, row_weight: Optional[Tensor], sample) -> Tensor:
         raise NotImplementedError
 
+    @fp32_under_autocast
     def logits(self, hidden: Tensor) -> Tensor:
         """Full logits `hidden @ weight.T + bias` (differentiable). Shape: (..., d) -> (..., V). Small batches only."""
         z = hidden @ self.weight.t()
         return z + self.bias if self.bias is not None else z
 
+    @fp32_under_autocast
     @torch.no_grad()
     def exact_nll(self, hidden: Tensor, target: Tensor) -> Tensor:
         """Exact full-softmax negative log-likelihood per example, chunked over V (no (N, V) tensor).
@@ -189,7 +220,7 @@ class OutputLayerLoss(nn.Module):
         entries give 0. A (..., T) target gives the NLL of each label.
 
         Shape:
-            hidden (..., d), target (...) or (..., T) -> float32 of target's shape
+            hidden (..., d), target (...) or (..., T) -> fp32 (fp64 for fp64 inputs) of target's shape
         """
         h, t, batch = self._flatten(hidden, target, allow_multi=True)
         out_shape = target.shape
@@ -201,12 +232,13 @@ class OutputLayerLoss(nn.Module):
         )
         return (nll * (tt >= 0)).reshape(out_shape)
 
+    @fp32_under_autocast
     @torch.no_grad()
     def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable classes under the full softmax and their probabilities, chunked over V.
 
         Shape:
-            hidden (..., d) -> ids (..., k) int64, probs (..., k) float32
+            hidden (..., d) -> ids (..., k) int64, probs (..., k) fp32 (fp64 for fp64 inputs)
         """
         if not 1 <= k <= self.num_classes:
             raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
@@ -325,9 +357,15 @@ class SampledLossBase(OutputLayerLoss):
     def extra_repr(self) -> str:
         return super().extra_repr() + f", num_sampled={self.num_sampled}, sparse={self.sparse}"
 
-    def sample(self, target: Tensor) -> CandidateSample:
-        """Draw candidates for (N, T) targets (padding < 0) from the loss's sampler and generator."""
-        return self.sampler(target, self.num_sampled, self.generator)
+    def _log_q_dtype(self, dtype: Optional[torch.dtype]) -> torch.dtype:
+        return dtype if dtype is not None else _acc_dtype(self.weight.dtype)
+
+    def sample(self, target: Tensor, dtype: Optional[torch.dtype] = None) -> CandidateSample:
+        """Draw candidates for (N, T) targets (padding < 0) from the loss's sampler and generator.
+
+        `dtype`: of the log expected counts (computed in fp64); default the table's (fp32, or fp64 for an fp64 table).
+        """
+        return self.sampler(target, self.num_sampled, self.generator, dtype=self._log_q_dtype(dtype))
 
     def _check_sample(self, sample: CandidateSample, t: Tensor) -> None:
         n = t.shape[0]
@@ -340,17 +378,20 @@ class SampledLossBase(OutputLayerLoss):
         if self.validate and sample.ids.numel() and bool((sample.ids >= self.num_classes).any()):
             raise InputError(f"sample.ids contains ids >= num_classes={self.num_classes}")
 
-    def _resolve_sample(self, t: Tensor, sample: Optional[CandidateSample]) -> CandidateSample:
-        """The sample to use: a fresh draw, or the caller's, checked, with a 1-d log_q_true made (N, 1)."""
+    def _resolve_sample(self, t: Tensor, sample: Optional[CandidateSample],
+                        dtype: Optional[torch.dtype] = None) -> CandidateSample:
+        """The sample to use: a fresh draw (log expected counts in `dtype`), or the caller's, checked, with a 1-d
+        log_q_true made (N, 1)."""
         if sample is None:
-            return self.sample(t)
+            return self.sample(t, dtype)
         self._check_sample(sample, t)
         if sample.log_q_true.dim() == 1:
             sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
         return sample
 
+    @fp32_under_autocast
     def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> SampledLogits:
-        sample = self._resolve_sample(t, sample)
+        sample = self._resolve_sample(t, sample, self._compute_dtype(h))
         return sampled_logits(
             h, self.weight, self.bias, t, sample,
             subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,
@@ -374,7 +415,9 @@ class SampledSoftmaxLoss(SampledLossBase):
 
     With `AllClassesSampler` (every class, log expected count 0) and accidental hits removed this is exactly the
     full softmax. Given the same candidates and expected counts, per-example losses equal
-    `tf.nn.sampled_softmax_loss(..., sampled_values=...)`. Label smoothing spreads ε over the non-removed columns.
+    `tf.nn.sampled_softmax_loss(..., sampled_values=...)`. Label smoothing spreads ε over the non-removed columns
+    (over the draws: a deduplicated sample's column counts as often as it was drawn, so `unique="multiplicity"`
+    leaves the estimator unchanged).
 
     Shape:
         hidden (..., d), target (...) or (..., T) -> () or (...) with reduction="none"
@@ -441,7 +484,8 @@ class NegativeSamplingLoss(SampledLossBase):
         num_sampled: negatives per example (word2vec's `negative`, default 5).
         shared: one negative set for the whole batch instead of one per example (per-example is word2vec's way).
         collisions: a negative equal to a true class is "skip"ped (word2vec/gensim: dropped from the sum),
-            "resample"d (fastText: drawn again), or "keep"t (TensorFlow: counted as a negative).
+            "resample"d (fastText: drawn again, so a row's negatives follow q conditioned on not being its
+            target; per-example negatives only), or "keep"t (TensorFlow: counted as a negative).
         bias: no bias by default, as word2vec.
 
     Shape:
@@ -455,25 +499,33 @@ class NegativeSamplingLoss(SampledLossBase):
         super().__init__(num_classes, dim, num_sampled=num_sampled, bias=bias, **kwargs)
         if collisions not in _COLLISIONS:
             raise InputError(f"collisions must be one of {_COLLISIONS}, got {collisions!r}{did_you_mean(str(collisions), _COLLISIONS)}")
+        if shared and collisions == "resample":
+            # A shared negative serves every row, so "drawn again when it equals a target" can only mean "equals
+            # any row's target": frequent classes (in nearly every batch) would almost never be negatives, a
+            # distribution that depends on the batch and matches neither fastText's rule nor log_q.
+            raise InputError(
+                "collisions='resample' redraws a negative equal to its row's target, which needs per-example "
+                "negatives (shared=False); use collisions='skip' with shared negatives (a shared negative is "
+                "dropped only from the rows whose target it equals)"
+            )
         self.shared, self.collisions = bool(shared), collisions
         self.remove_accidental_hits = collisions != "keep"
 
-    def sample(self, target: Tensor) -> CandidateSample:
-        s = self.sampler(target, self.num_sampled, self.generator, per_example=not self.shared)
+    def sample(self, target: Tensor, dtype: Optional[torch.dtype] = None) -> CandidateSample:
+        dtype = self._log_q_dtype(dtype)
+        s = self.sampler(target, self.num_sampled, self.generator, per_example=not self.shared, dtype=dtype)
         if self.collisions != "resample":
             return s
-        ids = s.ids.clone()
-        ids_e = ids.unsqueeze(-1) if ids.dim() == 2 else ids.view(1, -1, 1)
+        ids = s.ids.clone()  # (N, S): per-example (shared negatives cannot be resampled, see __init__)
         for _ in range(64):  # each round redraws only the colliding entries; P(collision) is small
-            hit = ((ids_e == target.unsqueeze(1)) & (target.unsqueeze(1) >= 0)).any(-1)  # (N|1, S)
-            if ids.dim() == 1:
-                hit = hit.any(0)
+            hit = ((ids.unsqueeze(-1) == target.unsqueeze(1)) & (target.unsqueeze(1) >= 0)).any(-1)  # (N, S)
             n_hit = int(hit.sum())
             if n_hit == 0:
                 break
             ids[hit] = self.sampler.draw(n_hit, self.generator, ids.device)
         # whatever still collides after the rounds (a class with q≈1) is skipped by the accidental-hit mask
-        return CandidateSample(ids, s.log_q_true, self.sampler.log_prob(ids) + math.log(self.num_sampled), s.counts)
+        log_q = self.sampler._log_prob64(ids) + math.log(self.num_sampled)  # (N, S)
+        return CandidateSample(ids, s.log_q_true, log_q.to(dtype), s.counts)
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
         return _logistic_loss(s, (~s.true_removed).to(s.true.dtype))  # each positive its own term (not 1/T)
@@ -561,10 +613,12 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
         budget = (self.memory_budget_mb or 512) * 2**20
         return max(1, int(budget // (4 * self.num_classes)))
 
+    @fp32_under_autocast
     def logits(self, hidden: Tensor) -> Tensor:
         """Log-probabilities (..., V): valid logits of the normalised adaptive model. Small batches only."""
         return self.asm.log_prob(self._h(hidden).reshape(-1, self.dim)).reshape(*hidden.shape[:-1], self.num_classes)
 
+    @fp32_under_autocast
     @torch.no_grad()
     def exact_nll(self, hidden: Tensor, target: Tensor) -> Tensor:
         h, t, _ = self._flatten(hidden, target, allow_multi=True)
@@ -574,6 +628,7 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
         nll = -self.asm(self._h(hh), tt.clamp_min(0)).output
         return (nll * (tt >= 0)).reshape(target.shape)
 
+    @fp32_under_autocast
     @torch.no_grad()
     def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
         if not 1 <= k <= self.num_classes:
@@ -582,7 +637,8 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
             raise InputError(f"hidden has last dimension {hidden.shape[-1]} but the loss was built with dim={self.dim}")
         h = self._h(hidden.reshape(-1, self.dim))
         rows = self._row_blocks(h.shape[0])
-        vals, ids = zip(*(self.asm.log_prob(h[i : i + rows]).topk(k, dim=1) for i in range(0, h.shape[0], rows)))
+        starts = range(0, max(h.shape[0], 1), rows)  # one (empty) block for an empty batch
+        vals, ids = zip(*(self.asm.log_prob(h[i : i + rows]).topk(k, dim=1) for i in starts))
         ids_t, probs = torch.cat(ids), torch.cat(vals).exp()
         return ids_t.reshape(*hidden.shape[:-1], k), probs.reshape(*hidden.shape[:-1], k)
 

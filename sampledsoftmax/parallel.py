@@ -82,11 +82,20 @@ from .functional import (
     _blocks,
     _matmul_dtype,
     _rows_budget,
+    autocast_off,
     chunked_topk,
     gather_rows,
+    once_differentiable,
     sampled_logits,
 )
-from .losses import FullSoftmaxLoss, NCELoss, NegativeSamplingLoss, SampledLossBase, SampledSoftmaxLoss
+from .losses import (
+    FullSoftmaxLoss,
+    NCELoss,
+    NegativeSamplingLoss,
+    SampledLossBase,
+    SampledSoftmaxLoss,
+    fp32_under_autocast,
+)
 from .samplers import CandidateSample
 
 __all__ = [
@@ -288,7 +297,8 @@ class _VocabParallelCE(torch.autograd.Function):
     row_weight given: returns Σ_i w_i · loss_i and computes the gradients in forward (three products per shard);
     backward scales them in place and hands them over without keeping a copy (so a (V_r, d) gradient exists once),
     which is why backward through it twice is refused. row_weight None: returns the per-row losses (N,); backward
-    recomputes the logits with the upstream per-row gradient.
+    recomputes the logits with the upstream per-row gradient. Backward is once_differentiable (a second derivative
+    raises a clear error).
     """
 
     @staticmethod
@@ -317,6 +327,7 @@ class _VocabParallelCE(torch.autograd.Function):
             if grads is not None and grads[0] is not None:  # every rank needs hidden's gradient, or none does
                 dist.all_reduce(grads[0], group=group)
             ctx.reduced, ctx.grads, ctx.used = True, grads, False
+            ctx.save_for_backward(hidden, weight, bias if bias is not None else torch.empty(0))  # once_differentiable
             return (loss * row_weight.to(loss.dtype)).sum()
         ctx.reduced = False
         ctx.args = (eps, num_classes, rows_of, budget_bytes, bias is not None)
@@ -324,7 +335,13 @@ class _VocabParallelCE(torch.autograd.Function):
         return loss
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_out):
+        with autocast_off(grad_out.device.type):
+            return _VocabParallelCE._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         if ctx.reduced:
             if ctx.used:
                 raise RuntimeError(
@@ -527,6 +544,7 @@ class VocabParallel:
         z = hidden @ self.weight.t()
         return z + self.bias if self.bias is not None else z
 
+    @fp32_under_autocast
     def logits(self, hidden: Tensor) -> Tensor:
         """Full logits (..., V) on every rank, gathered from the shards (differentiable). Small batches only."""
         if hidden.shape[-1] != self.dim:
@@ -536,12 +554,14 @@ class VocabParallel:
         full = _GatherColumns.apply(z.reshape(-1, z.shape[-1]), self.process_group, sizes, self.rank)
         return full.reshape(*hidden.shape[:-1], self.num_classes)
 
+    @fp32_under_autocast
     @torch.no_grad()
     def exact_nll(self, hidden: Tensor, target: Tensor) -> Tensor:
         """Exact full-softmax NLL per example over all V classes (all ranks together), chunked over each shard.
 
         Shape:
-            hidden (..., d), target (...) or (..., T) -> float32 of target's shape, the same on every rank
+            hidden (..., d), target (...) or (..., T) -> fp32 (fp64 for fp64 inputs) of target's shape, the same on
+            every rank
         """
         h, t, _ = self._flatten(hidden, target, allow_multi=True)
         if self.validate:
@@ -552,12 +572,13 @@ class VocabParallel:
         nll = self._parallel_ce(hh, tt, 0.0)
         return (nll * (tt >= 0)).reshape(target.shape)
 
+    @fp32_under_autocast
     @torch.no_grad()
     def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """The k most probable classes under the full softmax (global ids) and their probabilities.
 
         Shape:
-            hidden (..., d) -> ids (..., k) int64, probs (..., k) float32, the same on every rank
+            hidden (..., d) -> ids (..., k) int64, probs (..., k) fp32 (fp64 for fp64 inputs), the same on every rank
         """
         if not 1 <= k <= self.num_classes:
             raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
@@ -581,7 +602,7 @@ class VocabParallel:
         dist.all_gather(all_ids, gid, group=self.process_group)
         best, pos = torch.cat(all_logp, 1).topk(k, dim=1)  # (n, k) over world·k candidates
         top_ids = torch.cat(all_ids, 1).gather(1, pos)
-        return top_ids.reshape(*batch, k), best.exp().float().reshape(*batch, k)
+        return top_ids.reshape(*batch, k), best.exp().reshape(*batch, k)
 
 
 class VocabParallelFullSoftmaxLoss(VocabParallel, FullSoftmaxLoss):
@@ -611,14 +632,15 @@ class VocabParallelFullSoftmaxLoss(VocabParallel, FullSoftmaxLoss):
 class _SampledVocabParallel(VocabParallel):
     """Sampling and row gathering for the candidate-sampling losses over a sharded table."""
 
-    def sample(self, target: Tensor) -> CandidateSample:
+    def sample(self, target: Tensor, dtype: Optional[torch.dtype] = None) -> CandidateSample:
         """Draw candidates from the loss's generator: the same on every rank (seeded with the agreed `seed`)."""
         if self.generator is None:  # created on first use, on the device the targets live on
             self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
-        return super().sample(target)
+        return super().sample(target, dtype)
 
+    @fp32_under_autocast
     def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]):
-        sample = self._resolve_sample(t, sample)
+        sample = self._resolve_sample(t, sample, self._compute_dtype(h))
         if self.validate:
             self._check_replicated(h, t, sample.ids)
         table_w, table_b, t_c, sample_c = self._gather_candidates(t, sample)

@@ -21,9 +21,14 @@ The ``unique`` option says how duplicates among the ``S`` draws are handled:
 
 All randomness comes from the ``torch.Generator`` passed in (``None``: torch's default generator). Probability tables
 are buffers, so ``sampler.to(device)`` moves them; they keep their float64/float32 dtypes under ``.half()`` or
-``.to(dtype)``, because a float16 cumulative table would be useless. Every sampler works for more than ``2**24``
-classes (where ``torch.multinomial`` does not) and on the GPU: table samplers draw by inverse CDF with
-``torch.searchsorted``.
+``.to(dtype)``, because a float16 cumulative table would be useless. The ``probs`` table is float32 by default (the
+CDF is always float64); ``probs_dtype=torch.float64`` keeps it in float64 for float64 losses.
+
+Log expected counts are computed in float64 and returned in the ``dtype`` asked of ``forward`` (float32 by default);
+the losses ask for their own compute dtype, so a float64 loss gets float64 ``log_q``.
+
+Every sampler works for more than ``2**24`` classes (where ``torch.multinomial`` does not) and on the GPU: table
+samplers draw by inverse CDF with ``torch.searchsorted``.
 
 Target ids below 0 are padding / ignored labels: they get ``log_q_true = 0.0``, are never drawn from and never update
 learned state. Target ids must be below ``num_classes``; the losses check that, the sampler does not (it would cost a
@@ -67,9 +72,11 @@ class CandidateSample:
 
     Attributes:
         ids: int64 sampled class ids: ``(S,)`` one set shared by the batch, or ``(N, S)`` one set per example.
-        log_q_true: float32 ``(N, T)``: log expected count of each true class in this sample (0.0 for padding).
-        log_q_sampled: float32, same shape as ``ids``: log expected count of each sampled id.
-        counts: float32, same shape as ``ids``; only for ``unique="multiplicity"``: how often each id was drawn.
+        log_q_true: float ``(N, T)``: log expected count of each true class in this sample (0.0 for padding).
+        log_q_sampled: float, same shape as ``ids``: log expected count of each sampled id.
+        counts: float, same shape as ``ids``; only for ``unique="multiplicity"``: how often each id was drawn.
+
+    The float fields are float32 unless another ``dtype`` was asked of the sampler (a float64 loss asks float64).
     """
 
     ids: Tensor
@@ -166,15 +173,21 @@ def _as_float64_vector(values, name: str) -> Tensor:
     return t
 
 
-def _table_from_weights(weights: Tensor) -> tuple[Tensor, Tensor]:
-    """(probs float32, normalised cdf float64) from non-negative float64 weights with a positive sum.
+def _check_float_dtype(dtype, name: str) -> torch.dtype:
+    if dtype not in (torch.float32, torch.float64):
+        raise InputError(f"{name} must be torch.float32 or torch.float64, got {dtype!r}")
+    return dtype
+
+
+def _table_from_weights(weights: Tensor, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+    """(probs in `dtype`, normalised cdf float64) from non-negative float64 weights with a positive sum.
 
     The cdf is divided by the total, so its last entry is exactly 1.0 and ``u < 1`` never runs off the end; a class
     with zero weight has ``cdf[c] == cdf[c - 1]`` and can never be drawn.
     """
     total = weights.sum()
-    probs = torch.empty(weights.shape, dtype=torch.float32, device=weights.device)  # (V,)
-    torch.div(weights, total, out=probs)  # straight into float32: no (V,) float64 temporary
+    probs = torch.empty(weights.shape, dtype=dtype, device=weights.device)  # (V,)
+    torch.div(weights, total, out=probs)  # straight into the table's dtype: no (V,) float64 temporary
     cdf = torch.cumsum(weights, 0).div_(total)  # (V,) float64
     cdf[-1] = 1.0  # exactly, whatever the rounding of the sum
     return probs, cdf
@@ -277,6 +290,7 @@ class CandidateSampler(torch.nn.Module):
         generator: Optional[torch.Generator] = None,
         *,
         per_example: bool = False,
+        dtype: torch.dtype = torch.float32,
     ) -> CandidateSample:
         """Sample candidates for a batch whose true classes are ``target``.
 
@@ -285,10 +299,12 @@ class CandidateSampler(torch.nn.Module):
             num_samples: S, the number of draws (the number of distinct ids for ``unique=True``).
             generator: the source of randomness, on ``target.device`` (``None``: torch's default generator).
             per_example: draw ``(N, S)`` ids, an independent set per example (with replacement only).
+            dtype: of ``log_q_*`` and ``counts`` (float32 or float64); they are computed in float64.
 
         Returns:
             A :class:`CandidateSample` on ``target.device``.
         """
+        dtype = _check_float_dtype(dtype, "dtype")
         target, valid = self._check_target(target)
         num_samples = _check_positive_int(num_samples, "num_samples")
         device = target.device
@@ -311,7 +327,7 @@ class CandidateSampler(torch.nn.Module):
         elif self.unique == "multiplicity":
             draws = self._draw(num_samples, generator, device)  # (S,)
             ids, counts = torch.unique(draws, return_counts=True)  # (U,), (U,)  host sync: U
-            counts = counts.to(torch.float32)
+            counts = counts.to(dtype)
             log_q_sampled = log_s + self._log_prob64(ids)  # (U,)  exact expected count of the S draws
             log_q_true = log_s + self._log_prob64(safe_target)  # (N, T)
         else:
@@ -322,7 +338,7 @@ class CandidateSampler(torch.nn.Module):
             counts = None
 
         log_q_true = torch.where(valid, log_q_true, 0.0)  # (N, T) padding -> 0, finite
-        return CandidateSample(ids, log_q_true.to(torch.float32), log_q_sampled.to(torch.float32), counts)
+        return CandidateSample(ids, log_q_true.to(dtype), log_q_sampled.to(dtype), counts)
 
     # ---- helpers -------------------------------------------------------------------------------------------------
 
@@ -418,13 +434,18 @@ class LogUniformSampler(CandidateSampler):
 
 
 class _TableSampler(CandidateSampler):
-    """A sampler with a probability table: buffers ``probs`` (float32) and ``cdf`` (float64, normalised)."""
+    """A sampler with a probability table: buffers ``probs`` (``probs_dtype``: float32 by default, or float64) and
+    ``cdf`` (float64, normalised)."""
 
     probs: Tensor
     cdf: Tensor
 
+    def __init__(self, num_classes: int, *, unique: UniqueMode = False, probs_dtype: torch.dtype = torch.float32):
+        super().__init__(num_classes, unique=unique)
+        self.probs_dtype = _check_float_dtype(probs_dtype, "probs_dtype")
+
     def _set_table(self, weights: Tensor) -> None:
-        probs, cdf = _table_from_weights(weights)
+        probs, cdf = _table_from_weights(weights, self.probs_dtype)
         if "probs" in self._buffers:
             self.probs.copy_(probs)
             self.cdf.copy_(cdf)
@@ -459,6 +480,7 @@ class UnigramSampler(_TableSampler):
     Args:
         probs_or_weights: non-negative ``(V,)`` tensor or list; normalised here.
         unique: see :class:`CandidateSampler`.
+        probs_dtype: dtype of the ``probs`` table (float32, or float64 for exact float64 log expected counts).
 
     Shape:
         See :class:`CandidateSampler`.
@@ -470,14 +492,16 @@ class UnigramSampler(_TableSampler):
         True
     """
 
-    def __init__(self, probs_or_weights: Union[Tensor, Sequence[float]], *, unique: UniqueMode = False):
+    def __init__(self, probs_or_weights: Union[Tensor, Sequence[float]], *, unique: UniqueMode = False,
+                 probs_dtype: torch.dtype = torch.float32):
         weights = _as_float64_vector(probs_or_weights, "probs_or_weights")
-        super().__init__(weights.numel(), unique=unique)
+        super().__init__(weights.numel(), unique=unique, probs_dtype=probs_dtype)
         self._set_table(weights)
 
     @classmethod
     def from_counts(
-        cls, counts: Union[Tensor, Sequence[float]], alpha: float = 0.75, *, unique: UniqueMode = False
+        cls, counts: Union[Tensor, Sequence[float]], alpha: float = 0.75, *, unique: UniqueMode = False,
+        probs_dtype: torch.dtype = torch.float32,
     ) -> "UnigramSampler":
         """``q(c) ∝ counts_c**alpha`` (word2vec's ``ns_exponent=0.75``); zero counts stay zero for any alpha."""
         alpha = _check_finite(alpha, "alpha")
@@ -488,7 +512,7 @@ class UnigramSampler(_TableSampler):
         weights.pow_(alpha).masked_fill_(zero, 0.0)  # in place: V can be 10**8; 0**0 would be 1
         if not math.isfinite(float(weights.sum())):
             raise InputError(f"counts**alpha overflows float64 for alpha={alpha}; use an alpha in [0, 1]")
-        return cls(weights, unique=unique)
+        return cls(weights, unique=unique, probs_dtype=probs_dtype)
 
 
 class LearnedUnigramSampler(_TableSampler):
@@ -507,6 +531,7 @@ class LearnedUnigramSampler(_TableSampler):
         init_count: the count every class starts with (> 0, so that every class can be drawn).
         refresh_every: rebuild the table after this many training calls.
         unique: see :class:`CandidateSampler`.
+        probs_dtype: dtype of the ``probs`` table (float32, or float64); ``counts`` are float64 either way.
 
     Shape:
         See :class:`CandidateSampler`.
@@ -529,8 +554,9 @@ class LearnedUnigramSampler(_TableSampler):
         init_count: float = 1.0,
         refresh_every: int = 100,
         unique: UniqueMode = False,
+        probs_dtype: torch.dtype = torch.float32,
     ):
-        super().__init__(num_classes, unique=unique)
+        super().__init__(num_classes, unique=unique, probs_dtype=probs_dtype)
         self.alpha = _check_finite(alpha, "alpha")
         init_count = _check_finite(init_count, "init_count")
         if init_count <= 0:
@@ -588,7 +614,9 @@ class AllClassesSampler(CandidateSampler):
     def _draw(self, num_draws, generator, device):
         return torch.randint(self.num_classes, (num_draws,), generator=generator, device=device)  # (S,)
 
-    def forward(self, target, num_samples=None, generator=None, *, per_example=False) -> CandidateSample:
+    def forward(self, target, num_samples=None, generator=None, *, per_example=False,
+                dtype: torch.dtype = torch.float32) -> CandidateSample:
+        dtype = _check_float_dtype(dtype, "dtype")
         if num_samples is not None and num_samples != self.num_classes:
             raise InputError(
                 f"AllClassesSampler takes every class: num_samples must be None or num_classes={self.num_classes}, "
@@ -599,8 +627,8 @@ class AllClassesSampler(CandidateSampler):
         target, _ = self._check_target(target)
         device = target.device
         ids = torch.arange(self.num_classes, device=device)  # (V,)
-        zeros_sampled = torch.zeros(self.num_classes, dtype=torch.float32, device=device)  # (V,)
-        return CandidateSample(ids, torch.zeros(target.shape, dtype=torch.float32, device=device), zeros_sampled)
+        zeros_sampled = torch.zeros(self.num_classes, dtype=dtype, device=device)  # (V,)
+        return CandidateSample(ids, torch.zeros(target.shape, dtype=dtype, device=device), zeros_sampled)
 
 
 class InBatchSampler(CandidateSampler):
@@ -631,6 +659,7 @@ class InBatchSampler(CandidateSampler):
         counts: optional ``(V,)`` class frequencies.
         alpha: exponent on the counts.
         ema: the smoothing rate of the gap estimate, in (0, 1].
+        probs_dtype: dtype of the ``probs`` table made from ``counts`` (float32, or float64).
 
     Shape:
         ids ``(N*T,)``; log_q_sampled ``(N*T,)``; log_q_true ``(N, T)``.
@@ -642,7 +671,8 @@ class InBatchSampler(CandidateSampler):
         ([3, 8, 3, -100], 0.0)
     """
 
-    def __init__(self, num_classes: int, *, counts=None, alpha: float = 1.0, ema: float = 0.01):
+    def __init__(self, num_classes: int, *, counts=None, alpha: float = 1.0, ema: float = 0.01,
+                 probs_dtype: torch.dtype = torch.float32):
         super().__init__(num_classes, unique=False)
         self.alpha = _check_finite(alpha, "alpha")
         self.ema = _check_finite(ema, "ema")
@@ -650,7 +680,7 @@ class InBatchSampler(CandidateSampler):
             raise InputError(f"ema must be in (0, 1], got {self.ema}")
         self.has_counts = counts is not None
         if self.has_counts:
-            table = UnigramSampler.from_counts(counts, alpha=self.alpha)
+            table = UnigramSampler.from_counts(counts, alpha=self.alpha, probs_dtype=probs_dtype)
             if table.num_classes != self.num_classes:
                 raise InputError(f"counts has {table.num_classes} entries but num_classes={self.num_classes}")
             self.register_buffer("probs", table.probs)  # (V,)
@@ -699,7 +729,9 @@ class InBatchSampler(CandidateSampler):
         self.gap.index_put_((idx,), torch.where(any_valid, new_gap, old_gap))
         self.last_step.index_put_((idx,), torch.where(any_valid, self.step, old_last))
 
-    def forward(self, target, num_samples=None, generator=None, *, per_example=False) -> CandidateSample:
+    def forward(self, target, num_samples=None, generator=None, *, per_example=False,
+                dtype: torch.dtype = torch.float32) -> CandidateSample:
+        dtype = _check_float_dtype(dtype, "dtype")
         if per_example:
             raise InputError("InBatchSampler shares the batch's targets as candidates; per_example must be False")
         target, valid = self._check_target(target)
@@ -710,7 +742,7 @@ class InBatchSampler(CandidateSampler):
         log_s = math.log(max(ids.numel(), 1))
         log_q_sampled = torch.where(ids >= 0, log_s + self._log_prob64(ids.clamp_min(0)), 0.0)  # (S,)
         log_q_true = log_q_sampled.view(target.shape)  # (N, T)
-        return CandidateSample(ids, log_q_true.to(torch.float32), log_q_sampled.to(torch.float32))
+        return CandidateSample(ids, log_q_true.to(dtype), log_q_sampled.to(dtype))
 
 
 SAMPLERS = {

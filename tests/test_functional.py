@@ -212,14 +212,17 @@ def test_candidate_softmax_matches_log_softmax_of_masked_logits_and_gradchecks(e
 
     sl = build(true, samp)
     got = candidate_softmax_cross_entropy(sl, eps)
-    # reference: TF layout, log-multiplicity added, smoothing over the non-removed columns
-    z = torch.cat([true, samp + (counts.log() if with_counts else 0)], 1)
+    # reference: TF layout, log-multiplicity added, smoothing over the non-removed draws (a column drawn m times
+    # is m draws: it gets m times the smoothing mass, each draw at its own log-probability, as without dedup)
+    log_mult_s = counts.log() if with_counts else torch.zeros(s_, dtype=torch.float64)
+    log_mult = torch.cat([torch.zeros(n, t_, dtype=torch.float64), log_mult_s.expand(n, s_)], 1)
+    z = torch.cat([true, samp], 1) + log_mult
     removed = torch.cat([true_removed, samp_removed], 1)
     z = z.masked_fill(removed, -math.inf)
-    keep = (~removed).double()
+    keep = (~removed).double() * log_mult.exp()  # draws per column
     y = torch.cat([sl.labels, torch.zeros(n, s_, dtype=torch.float64)], 1)
     y = (1 - eps) * y + eps * keep / keep.sum(1, keepdim=True)
-    ref = -(y * z.log_softmax(1)).masked_fill(removed, 0).sum(1)
+    ref = -(y * (z.log_softmax(1) - log_mult)).masked_fill(removed, 0).sum(1)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
     assert torch.autograd.gradcheck(
         lambda a, b: candidate_softmax_cross_entropy(build(a, b), eps), (true, samp),

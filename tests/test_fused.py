@@ -18,7 +18,12 @@ from sampledsoftmax.training.builders import build_loss_fn, build_optimizers
 from sampledsoftmax.losses import NegativeSamplingLoss
 from sampledsoftmax.samplers import UnigramSampler
 
-from test_train import _cfg  # noqa: E402 - the trainer tests' tiny planted-corpus config
+from test_train import _cfg as _train_cfg  # noqa: E402 - the trainer tests' tiny planted-corpus config
+
+
+def _cfg(tmp_path, *extra, **kw):
+    """The trainer tests' config on the torch fused step (the compiled step has its own tests, test_kernel_step.py)."""
+    return _train_cfg(tmp_path, "train.kernel=false", *extra, **kw)
 
 
 def _scalars(run_dir):

@@ -217,7 +217,7 @@ def test_inbatch_matches_reference_and_masks_duplicates_by_id():
     got = loss(h, t)
     p = counts / counts.sum()
     ref = ref_inbatch(h, w, b, t, torch.log(n * p[t]))
-    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)  # samplers return fp32 log expected counts
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)  # the sampler's probs table is fp32 by default
     # without the correction the loss is the plain in-batch softmax (log N cancels, log p does not)
     plain = _with_params(InBatchSoftmaxLoss(V, D, counts=counts, subtract_log_q=False, reduction="none"), w, b).double()
     torch.testing.assert_close(plain(h, t), ref_inbatch(h, w, b, t, torch.zeros(n, dtype=torch.float64)))

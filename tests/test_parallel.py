@@ -155,7 +155,7 @@ def full_mean_ignore_index_odd_V(ctx):
     par, ref = _pair("full", w, b)
     assert (par.shard_end - par.shard_start) == (6 if ctx.rank == 0 else 5)
     loss, _ = _compare(par, ref, h, t)
-    # the formula itself (loose: the shared reduction code weights rows in float32)
+    # the formula itself (loose here; float64_mean_equals_cross_entropy_to_1e12 checks it to 1e-12)
     _close(loss, F.cross_entropy(h @ w.T + b, t), "loss vs F.cross_entropy", 1e-6)
 
 
@@ -400,6 +400,97 @@ def negative_sampling_resample_drawn_internally(ctx):
     ref = NegativeSamplingLoss(V, D, weight=nn.Parameter(w.clone()), sampler=UnigramSampler.from_counts(counts),
                                collisions="resample", generator=torch.Generator().manual_seed(7))
     _compare(par, ref, h, t)
+
+
+# ------------------------------------------------------------------ empty batches, float64, double backward, autocast
+
+
+@scenario
+def empty_batch_every_loss(ctx):
+    # no example at all: 0 (an empty tensor for "none") with zero gradients, on every rank, as a single process
+    h, w, b, _, g = _data(24)
+    h0, t0 = h[:0], torch.zeros(0, dtype=torch.long)
+    samples = {"full": None, "sampled": _shared_sample(g, n=0), "nce": _shared_sample(g, n=0),
+               "negative": CandidateSample(torch.zeros(0, 5, dtype=torch.long), torch.zeros(0, 1), torch.zeros(0, 5))}
+    for kind, sample in samples.items():
+        for reduction in ("mean", "sum", "none"):
+            bias = None if kind == "negative" else b
+            par, ref = _pair(kind, w, bias, reduction=reduction)
+            loss, gh = _compare(par, ref, h0, t0, sample=sample)
+            assert loss.shape == ((0,) if reduction == "none" else ()) and not loss.any() and gh.shape == (0, D)
+            assert par.weight.grad is None or not _dense(par.weight.grad).any()
+        # and a loss drawing its own sample
+        par = _pair(kind, w, None if kind == "negative" else b)[0]
+        _same_on_every_rank(par(h0, t0).detach(), f"{kind} loss of an empty batch")
+    par = _pair("full", w, b)[0]
+    assert par.exact_nll(h0, t0).shape == (0,)
+    ids, probs = par.predict_topk(h0, 3)
+    assert ids.shape == probs.shape == (0, 3)
+    assert par.logits(h0).shape == (0, V)
+
+
+@scenario
+def float64_mean_equals_cross_entropy_to_1e12(ctx):
+    # the mean over non-ignored rows is weighted in the loss's dtype: fp64 end to end
+    h, w, b, t, _ = _data(25)
+    t[[2, 7]] = -100
+    for eps in (0.0, 0.2):
+        par = VocabParallelFullSoftmaxLoss.from_full(w, b, label_smoothing=eps)
+        hp, hr = h.clone().requires_grad_(), h.clone().requires_grad_()
+        wr, br = w.clone().requires_grad_(), b.clone().requires_grad_()
+        loss, ref = par(hp, t), F.cross_entropy(hr @ wr.T + br, t, label_smoothing=eps)
+        _close(loss.detach(), ref.detach(), "loss vs F.cross_entropy", 1e-12)
+        loss.backward()
+        ref.backward()
+        s, e = par.shard_start, par.shard_end
+        _close(hp.grad, hr.grad, "grad of hidden vs F.cross_entropy", 1e-12)
+        _close(par.weight.grad, wr.grad[s:e], "grad of the weight shard vs F.cross_entropy", 1e-12)
+    samp = VocabParallelSampledSoftmaxLoss.from_full(w, b, sampler=AllClassesSampler(V), num_sampled=None,
+                                                     label_smoothing=0.2)
+    _close(samp(h, t), F.cross_entropy(h @ w.T + b, t, label_smoothing=0.2), "all-classes sampled vs F.cross_entropy",
+           1e-12)
+
+
+@scenario
+def double_backward_is_refused_not_silent(ctx):
+    h, w, b, t, g = _data(26)
+    for kind, sample in (("full", None), ("sampled", _shared_sample(g))):
+        for reduction in ("mean", "none"):
+            par = _pair(kind, w, b, reduction=reduction)[0]
+            hp = h.clone().requires_grad_()
+            kw = {} if sample is None else {"sample": sample}
+            (gh,) = torch.autograd.grad(par(hp, t, **kw).sum(), hp, create_graph=True)
+            try:
+                torch.autograd.grad((gh * gh).sum(), [hp, par.weight], allow_unused=True)
+            except RuntimeError as err:
+                assert "once_differentiable" in str(err), err
+            else:
+                raise AssertionError(f"double backward through the vocab-parallel {kind} ({reduction}) did not raise")
+
+
+@scenario
+def autocast_bf16_computes_in_fp32(ctx):
+    h, w, b, t, g = _data(27, dtype=torch.float32)
+    shared = _shared_sample(g, dtype=torch.float32)
+    samples = {"full": None, "sampled": shared, "nce": shared,
+               "negative": CandidateSample(torch.randint(V, (N, 5), generator=g), torch.zeros(N, 1), torch.zeros(N, 5))}
+    hb = h.to(torch.bfloat16)
+    for kind, sample in samples.items():
+        smoothing = {"label_smoothing": 0.1} if kind in ("full", "sampled") else {}
+        par = _pair(kind, w, None if kind == "negative" else b, **smoothing)[0]
+        kw = {} if sample is None else {"sample": sample}
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = par(hb, t, **kw)
+        assert loss.dtype == torch.float32, (kind, loss.dtype)
+        _close(loss.detach(), par(hb.float(), t, **kw).detach(), f"{kind} under autocast vs the upcast input", 1e-5)
+        loss.backward()
+        assert par.weight.grad.dtype == torch.float32
+
+
+@scenario
+def error_shared_negatives_cannot_be_resampled(ctx):
+    _raises(lambda: VocabParallelNegativeSamplingLoss(V, D, shared=True, collisions="resample"),
+            "use collisions='skip' with shared negatives")
 
 
 # ------------------------------------------------------------------ a group of one, the registry

@@ -1,56 +1,103 @@
-"""The sweep's PNG plots: which files are written for which rows, that they are real small PNGs, and the helpers
-(series labels, Pareto front, row parsing) on examples worked out by hand."""
+"""The sweep's PNG plots, read back from the figures: the axes measure what really ran (the real V in the panel
+titles, training seconds on a log x that spans the curves, no axis squeezed onto one value), one line per method,
+cells that never reach the target, which files are written for which rows, and that they are small real PNGs."""
 
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from sampledsoftmax.experiments import plots
-from sampledsoftmax.experiments.plots import PLOT_FILES, Series, pareto_front, plot_sweep, series_label, series_of
+from sampledsoftmax.experiments import curves, plots
+from sampledsoftmax.experiments.plots import PLOT_FILES, Series, build_figures, plot_sweep, series_label, series_of
 from sampledsoftmax.experiments.sweep import COLUMNS, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_BYTES = 300_000
+MAX_BYTES = 150_000
 
-# (loss, sampler, S, subtract_log_q): the methods of the synthetic sweep
-METHODS = [
-    ("full", "", "", ""),
-    ("sampled", "log_uniform", "64", "true"),
-    ("sampled", "log_uniform", "64", "false"),
-    ("sampled", "uniform", "256", "true"),
-    ("nce", "unigram", "64", ""),
-    ("negative", "unigram", "5", ""),
-    ("inbatch", "", "", "true"),
-]
+# nominal V -> the class count of the trained output layer (the row's V): titles must carry the real one
+REAL_V = {1000: 1000, 10000: 10000, 100000: 99874, 1000000: 998412}
+BIAS_S = (16, 64, 256, 1024, 4096)  # the S series of the sampled loss at V = 100k
+CURVE_T = [0.05 * (60 / 0.05) ** (i / 7) for i in range(8)]  # 8 evaluations, log-spaced over 0.05 ... 60 s
+
+# (loss, sampler, S, subtract_log_q, finish_with_full): the methods of the synthetic sweep
+METHODS = [("full", "", "", "", "")]
+METHODS += [("sampled", smp, str(s), lq, "") for smp in ("log_uniform", "unigram") for s in (64, 1024)
+            for lq in ("true", "false")]
+METHODS += [("nce", "unigram", "64", "", ""), ("negative", "unigram", "5", "", ""), ("inbatch", "", "", "true", ""),
+            ("adaptive", "", "", "", ""), ("sampled", "log_uniform", "64", "true", "0.1")]
 
 
-def make_rows(vs=(1000, 10000, 100000), budget: str = "pairs", bias: bool = True) -> list[dict]:
-    """One ok row per method and V (strings, as csv.DictReader gives them), a failed cell, and a row that lacks
-    peak_mem_mb and top1/top10 altogether (an older CSV)."""
-    rows = []
-    for k, v in enumerate(vs):
-        for j, (loss, sampler, s, logq) in enumerate(METHODS):
-            step_ms = (0.01 * v if loss == "full" else 2.0 + j) * (1 + 0.1 * k)
-            rows.append({
-                "cell": f"{loss}-{sampler}-S{s}-V{v}", "loss": loss, "sampler": sampler, "S": s,
-                "subtract_log_q": logq, "V": str(v), "steps": "300", "wall_s": f"{5 + step_ms * 0.3:.4g}",
-                "pairs_per_sec": "1e5", "step_ms": f"{step_ms:.4g}", "peak_mem_mb": f"{200 + v / 1000 * (j + 1):.4g}",
-                "full_ce": f"{4 + 0.1 * j:.4g}", "excess_ce": f"{0.05 + 0.02 * j + 0.01 * k:.4g}",
-                "top1": "0.1", "top10": "0.4",
-                "bias_gap": f"{0.3 / (j + 1) + 0.1 * k:.4g}" if bias and loss == "sampled" else "",
-                "grad_cosine": "", "budget": budget, "status": "ok", "run_dir": f"runs/{loss}{j}-V{v}",
-            })
+def _excess(loss, sampler, s, logq, finish, v, t):
+    """A plausible excess CE after t training seconds: the full softmax slows down with V, the sampled ones
+    level off at a floor (higher without the logQ correction, lower with more samples), finishing with the full
+    softmax closes the gap."""
+    start = math.log(v)
+    s = int(s or 0)
+    if loss == "full":
+        tau, floor = 0.05 * v / 1000, 0.01
+    elif loss == "sampled":
+        tau = (0.3 if sampler == "unigram" else 0.5) * (1 + s / 512)
+        floor = (0.03 + 1.5 / s) if logq == "true" else 0.5 + 0.3 * math.log10(v)
+    else:
+        tau, floor = {"nce": (0.8, 0.15), "negative": (0.3, 0.9), "inbatch": (0.5, 0.3),
+                      "adaptive": (0.4 * math.log10(v), 0.08)}[loss]
+    ce = floor + (start - floor) / (1 + (t / tau) ** 1.3)
+    if finish and t >= 0.9 * 60:
+        ce = min(ce, 0.01 + 0.02 * math.log10(v / 1000))
+    return ce
+
+
+def make_sweep(vs=(1000, 10000, 100000, 1000000), budgets=("seconds",), bias=True, times=CURVE_T):
+    """(rows, points): one ok row per method, V and budget with its curve of len(times) evaluations (strings, as
+    csv.DictReader gives them), time_to_target from curves.add_time_to_target; the S series at V=100k when `bias`;
+    a failed cell, and a row that lacks most columns (an older CSV)."""
+    cells = [(m, v) for v in vs for m in METHODS if not (m[2] and int(m[2]) >= v)]
+    if bias and 100000 in vs:
+        cells += [(("sampled", smp, str(s), lq, ""), 100000) for smp in ("log_uniform", "unigram") for lq in
+                  ("true", "false") for s in BIAS_S if s not in (64, 1024)]
+    rows, points = [], []
+    for budget in budgets:
+        for (loss, sampler, s, logq, finish), v in cells:
+            real = REAL_V.get(v, v)
+            parts = (loss, sampler, f"S{s}" if s else "", "nologq" if logq == "false" else "",
+                     f"then-full{finish}" if finish else "", f"V{v}")
+            cell = "-".join(x for x in parts if x)
+            cell += "-60s" if budget == "seconds" else ""
+            step_ms = (0.004 * v if loss == "full" else 1.5 + 0.004 * int(s or 8) + 2e-6 * v)
+            ts = times if budget == "seconds" else [t * (0.5 if loss == "full" else 2.0) for t in times]
+            ces = [_excess(loss, sampler, s, logq, finish, v, t) for t in ts]
+            id_cols = {"cell": cell, "loss": loss, "sampler": sampler, "S": s, "subtract_log_q": logq,
+                       "finish_with_full": finish, "V": str(real), "budget": budget}
+            for k, (t, ce) in enumerate(zip(ts, ces)):
+                points.append({**id_cols, "step": str(int(t / step_ms * 1000) + 1), "train_s": f"{t:.6g}",
+                               "eval_s": f"{0.1 * (k + 1):.4g}", "full_ce": f"{3 + ce:.6g}", "excess_ce": f"{ce:.6g}",
+                               "top10": "0.4"})
+            rows.append({**id_cols, "steps": str(int(ts[-1] / step_ms * 1000)), "train_s": f"{ts[-1]:.6g}",
+                         "eval_s": "0.8", "wall_s": f"{ts[-1] + 2:.6g}", "pairs_per_sec": "1e5",
+                         "step_ms": f"{step_ms:.4g}", "peak_mem_mb": f"{150 + real * 32 * 4 * 3 / 2**20:.4g}",
+                         "full_ce": f"{3 + ces[-1]:.6g}", "excess_ce": f"{ces[-1]:.6g}", "top1": "0.1",
+                         "top10": "0.4", "bias_gap": "0.1" if loss == "sampled" else "", "grad_cosine": "",
+                         "status": "ok", "run_dir": f"runs/{cell}"})
+    curves.add_time_to_target(rows, points)
+    for r in rows:  # as results.csv has them
+        r["target"] = "" if r["target"] is None else f"{r['target']:.6g}"
+        r["time_to_target"] = "" if r["time_to_target"] is None else f"{r['time_to_target']:.6g}"
     rows.append({"cell": "sampled-uniform-S5000-V1000", "loss": "sampled", "sampler": "uniform", "S": "5000",
                  "subtract_log_q": "true", "V": "1000", "wall_s": "0.1", "step_ms": "", "peak_mem_mb": "",
                  "full_ce": "", "excess_ce": "", "status": "failed: InputError: num_sampled=5000 >= V=1000"})
     rows.append({"cell": "old-row", "loss": "negative", "sampler": "uniform", "S": "5", "V": str(vs[0]),
                  "wall_s": "7", "step_ms": "3", "full_ce": "4.5", "excess_ce": "0.4", "status": "ok"})
-    return rows
+    return rows, points
+
+
+def write_curves_csv(out: Path, points) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    curves.write_curves(out, points)
 
 
 def assert_small_png(path: Path) -> None:
@@ -68,19 +115,204 @@ def written(out: Path) -> set[str]:
     return {p.name for p in out.iterdir()}
 
 
+def panels(fig):
+    return [ax for ax in fig.axes if ax.get_visible()]
+
+
+def series_lines(ax, labels=None):
+    """The lines of `ax` that stand for a method (not the reference lines or the "not reached" markers)."""
+    labels = set(labels) if labels is not None else None
+    return [ln for ln in ax.get_lines() if not ln.get_label().startswith("_")
+            and (labels is None or ln.get_label() in labels)]
+
+
+def assert_no_degenerate_axis(fig, data: bool = True) -> None:
+    """No visible axis spans less than 0.1 % of its centre; with `data`, the points drawn on each axis do not all
+    sit on one value (unless there is only one point)."""
+    for ax in panels(fig):
+        for which, (lo, hi) in (("x", ax.get_xlim()), ("y", ax.get_ylim())):
+            lo, hi = min(lo, hi), max(lo, hi)
+            scale = ax.get_xscale() if which == "x" else ax.get_yscale()
+            if scale == "log":
+                assert lo > 0 and math.log10(hi / lo) > 1e-3 * 10, (ax.get_title(), which, lo, hi)
+            else:
+                assert hi - lo >= 1e-3 * max(abs(lo + hi) / 2, 1e-9), (ax.get_title(), which, lo, hi)
+            if data:
+                values = []
+                for ln in series_lines(ax):
+                    values += [float(x) for x in (ln.get_xdata() if which == "x" else ln.get_ydata())]
+                if len(values) > 1:
+                    assert max(values) > min(values) * (1 + 1e-3) or max(values) - min(values) > 1e-6, \
+                        (ax.get_title(), which, values[:5])
+
+
 # ------------------------------------------------------------------------------------------------ plot_sweep
 
-def test_writes_the_five_plots_and_returns_exactly_them(tmp_path):
-    out = tmp_path / "sweep"
-    paths = plot_sweep(out, make_rows())
-    assert paths == [out / name for name in PLOT_FILES]
-    assert written(out) == set(PLOT_FILES)  # nothing else: no temporary files left behind
+def test_writes_the_plots_and_returns_exactly_them(tmp_path):
+    rows, points = make_sweep()
+    write_curves_csv(tmp_path, points)
+    (tmp_path / "frontier.png").write_bytes(b"stale")  # a plot of an earlier version: removed
+    paths = plot_sweep(tmp_path, rows)
+    assert paths == [tmp_path / name for name in PLOT_FILES]
+    assert written(tmp_path) == set(PLOT_FILES) | {"curves.csv"}  # no temporary files left behind
     for p in paths:
         assert_small_png(p)
 
 
+def test_no_axis_is_degenerate():
+    rows, points = make_sweep()
+    figs = build_figures(rows, points)
+    assert list(figs) == list(PLOT_FILES)
+    for name, fig in figs.items():
+        assert_no_degenerate_axis(fig)
+        for ax in panels(fig):
+            assert ax.get_xlabel() or ax.get_title(), name
+    assert "ce_vs_V.png" not in PLOT_FILES and "frontier.png" not in PLOT_FILES
+
+
+def test_curves_one_panel_per_real_V_one_line_per_series():
+    rows, points = make_sweep()
+    fig = build_figures(rows, points)["curves.png"]
+    axes = panels(fig)
+    assert [ax.get_title() for ax in axes] == ["V = 1,000", "V = 10,000", "V = 99,874", "V = 998,412"]
+    colors, styles = {}, {}
+    for ax, v in zip(axes, ("1000", "10000", "99874", "998412")):
+        expected = sorted({series_of(p).label for p in points if p["V"] == v})
+        lines = series_lines(ax, expected)
+        assert sorted(ln.get_label() for ln in lines) == expected  # one line per series, each once
+        others = [ln.get_label() for ln in series_lines(ax) if ln.get_label() not in expected]
+        assert others == ["target: best CE at V + 0.1 nats"]  # and nothing else but the target
+        for ln in lines:
+            assert len(ln.get_xdata()) == len(CURVE_T) and ln.get_marker() not in (None, "None", "")
+            assert colors.setdefault(ln.get_label(), ln.get_color()) == ln.get_color()  # same colour everywhere
+            styles[ln.get_label()] = (ln.get_color(), ln.get_linestyle(), ln.get_marker())
+        assert ax.get_xscale() == "log"
+        lo, hi = ax.get_xlim()
+        assert lo <= min(CURVE_T) and hi >= max(CURVE_T) and hi / lo < 3 * max(CURVE_T) / min(CURVE_T)
+        assert ax.get_yscale() == "log"  # excess CE falls by decades
+    labelled = [ax for ax in axes if ax.get_xlabel()]
+    assert labelled and all(ax.get_xlabel() == "training seconds (evaluation excluded)" for ax in labelled)
+    assert all("excess CE" in ax.get_ylabel() for ax in axes if ax.get_subplotspec().is_first_col())
+    assert len(set(styles.values())) == len(styles) == len({series_of(p) for p in points})  # told apart
+
+
+def test_curves_use_the_seconds_budget_and_full_ce_on_real_text():
+    rows, points = make_sweep(vs=(1000, 10000), budgets=("pairs", "seconds"), bias=False)
+    fig = build_figures(rows, points)["curves.png"]
+    assert "same training time" in fig.get_suptitle()
+    for ax in panels(fig):  # the seconds cells only: each series once
+        labels = [ln.get_label() for ln in series_lines(ax) if not ln.get_label().startswith("target")]
+        assert len(labels) == len(set(labels))
+    text = [{**p, "excess_ce": ""} for p in points if p["budget"] == "pairs"]
+    fig = build_figures(rows, text)["curves.png"]
+    assert "same number of training pairs" in fig.get_suptitle()
+    assert panels(fig)[0].get_ylabel() == "held-out CE (nats)"
+
+
+def test_one_evaluation_per_cell_is_not_a_squeezed_axis():
+    """Every cell evaluated once, at the end of an equal 5 s budget (5.000 ... 5.020 s): the x axis is widened
+    and the title says how to get curves."""
+    rows, points = make_sweep(vs=(1000, 10000), bias=False, times=[5.0])
+    for k, p in enumerate(points):
+        p["train_s"] = f"{5.0 + 0.001 * (k % 20):.4f}"
+    fig = build_figures(rows, points)["curves.png"]
+    assert_no_degenerate_axis(fig, data=False)
+    lo, hi = panels(fig)[0].get_xlim()
+    assert hi / lo >= 1.4 and lo < 5.0 < 5.02 < hi
+    assert "eval.curve_points" in fig.get_suptitle()
+
+
+def test_time_to_target_with_unreached_cells():
+    rows, points = make_sweep()
+    fig = build_figures(rows, points)["time_to_target.png"]
+    (ax,) = panels(fig)
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert "best excess CE at each V + 0.1 nats" in ax.get_title() and "never reached" in ax.get_title()
+    ok = [r for r in rows if r.get("target")]
+    unreached = [r for r in ok if not r["time_to_target"]]
+    reached = [r for r in ok if r["time_to_target"]]
+    assert unreached and reached
+    top = max(float(r["time_to_target"]) for r in reached) * 3
+    hollow = [ln for ln in ax.get_lines() if ln.get_markerfacecolor() == "none"]
+    assert sum(len(ln.get_xdata()) for ln in hollow) == len(unreached)
+    for ln in hollow:
+        assert all(y == pytest.approx(top) for y in ln.get_ydata())
+    lo, hi = ax.get_ylim()
+    assert hi >= top and lo <= min(float(r["time_to_target"]) for r in reached)
+    # one line per series that reaches the target somewhere, through its reached V only
+    by_label = {ln.get_label(): ln for ln in series_lines(ax) if ln.get_markerfacecolor() != "none"}
+    for label in {series_of(r).label for r in reached}:
+        xs = sorted(int(x) for x in by_label[label].get_xdata())
+        assert xs == sorted(int(r["V"]) for r in reached if series_of(r).label == label)
+    assert sorted(int(t) for t in ax.get_xticks()) == sorted({int(r["V"]) for r in ok})
+
+
+def test_time_to_target_reached_before_the_first_step():
+    """A cell whose evaluation at step 0 is already within the margin (time_to_target 0, as in a 10-step test
+    sweep) sits in a "0 s" band at the bottom of the log axis, not off it."""
+    rows, points = make_sweep(vs=(1000, 10000), bias=False)
+    zero = next(r for r in rows if r.get("time_to_target"))
+    zero["time_to_target"] = "0"
+    (ax,) = panels(build_figures(rows, points)["time_to_target.png"])
+    times = [float(r["time_to_target"]) for r in rows if r.get("time_to_target") and r is not zero]
+    bottom = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [pytest.approx(min(times) / 3)]]
+    assert len(bottom) == 1 and bottom[0].get_xdata()[0] == pytest.approx(int(zero["V"]), rel=0.2)
+    assert ax.get_ylim()[0] < min(times) / 3 and "before the first step" in ax.get_title()
+    for r in rows:  # every cell there at 0 s: still a figure, with no time numbers on its axis
+        if r.get("time_to_target"):
+            r["time_to_target"] = "0"
+    fig = build_figures(rows, points)["time_to_target.png"]
+    assert_no_degenerate_axis(fig, data=False)
+    fig.canvas.draw()
+    assert not any(t.get_text() for t in panels(fig)[0].get_yticklabels())
+
+
+def test_time_to_target_needs_targets():
+    rows, points = make_sweep(vs=(1000,), bias=False)
+    for r in rows:
+        r.pop("target", None), r.pop("time_to_target", None)
+    assert "time_to_target.png" not in build_figures(rows, points)
+
+
+def test_bias_plot_at_the_largest_V_with_several_S():
+    rows, points = make_sweep()
+    fig = build_figures(rows, points)["bias.png"]
+    (ax,) = panels(fig)
+    assert "V = 99,874" in fig.get_suptitle()
+    assert ax.get_xscale() == "log" and ax.get_xlabel().startswith("S")
+    assert [int(t) for t in ax.get_xticks()] == list(BIAS_S)
+    lines = {ln.get_label(): ln for ln in series_lines(ax)}
+    assert set(lines) == {"log_uniform", "log_uniform no logQ", "unigram", "unigram no logQ", "full softmax"}
+    assert list(lines["unigram"].get_xdata()) == list(BIAS_S)
+    assert "excess CE" in ax.get_ylabel()
+    # two budgets: one panel each, same S axis
+    rows2, points2 = make_sweep(vs=(100000,), budgets=("pairs", "seconds"))
+    axes = panels(build_figures(rows2, points2)["bias.png"])
+    assert [ax.get_title() for ax in axes] == ["budget: same number of training pairs", "budget: same training time"]
+
+
+def test_no_S_series_no_bias_plot(tmp_path):
+    rows, points = make_sweep(vs=(1000, 10000), bias=False)  # S=1024 only at V=10k, S=64 only at V=1k ...
+    rows = [r for r in rows if r.get("S") != "1024"]
+    write_curves_csv(tmp_path, points)
+    paths = plot_sweep(tmp_path, rows)
+    assert [p.name for p in paths] == [n for n in PLOT_FILES if n != "bias.png"]
+    assert not (tmp_path / "bias.png").exists()
+
+
+def test_missing_or_empty_curves_csv_skips_the_curves(tmp_path):
+    rows, points = make_sweep(vs=(1000, 10000), bias=False)
+    paths = plot_sweep(tmp_path / "missing", rows)
+    assert "curves.png" not in [p.name for p in paths] and "step_time_vs_V.png" in [p.name for p in paths]
+    write_curves_csv(tmp_path / "empty", [])
+    assert (tmp_path / "empty" / "curves.csv").read_text().startswith("cell,")
+    paths = plot_sweep(tmp_path / "empty", rows)
+    assert "curves.png" not in [p.name for p in paths] and paths
+
+
 def test_nothing_ok_writes_nothing(tmp_path):
-    failed = [r for r in make_rows() if r["status"] != "ok"]
+    rows, _ = make_sweep(vs=(1000,), bias=False)
+    failed = [r for r in rows if r["status"] != "ok"]
     assert failed
     assert plot_sweep(tmp_path / "a", failed) == []
     assert plot_sweep(tmp_path / "b", []) == []
@@ -88,64 +320,58 @@ def test_nothing_ok_writes_nothing(tmp_path):
 
 
 def test_rows_read_back_from_write_results(tmp_path):
-    write_results(tmp_path, make_rows())
+    rows, points = make_sweep(vs=(1000, 100000))
+    write_results(tmp_path, rows)
+    write_curves_csv(tmp_path, points)
     with open(tmp_path / "results.csv", newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    paths = plot_sweep(tmp_path / "plots", rows)
-    # the table keeps only its COLUMNS: bias.png only once the sweep records bias_gap
-    expected = [n for n in PLOT_FILES if n != "bias.png" or "bias_gap" in COLUMNS]
-    assert [p.name for p in paths] == expected
+        back = list(csv.DictReader(f))
+    assert {"finish_with_full", "target", "time_to_target"} <= set(COLUMNS)
+    paths = plot_sweep(tmp_path, back)
+    assert [p.name for p in paths] == list(PLOT_FILES)
     for p in paths:
         assert_small_png(p)
 
 
-def test_fresh_rows_with_numbers(tmp_path):
-    rows = []
-    for r in make_rows():
+def test_fresh_rows_with_numbers():
+    rows, points = make_sweep(vs=(1000, 100000))
+    fresh = []
+    for r in rows:
         r = dict(r)
-        for k in ("V", "S", "wall_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "bias_gap"):
+        for k in ("V", "S", "wall_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "target", "time_to_target",
+                  "finish_with_full"):
             if r.get(k):
                 r[k] = float(r[k]) if k not in ("V", "S") else int(r[k])
             elif k in r:
                 r[k] = None
         r["subtract_log_q"] = {"true": True, "false": False}.get(r.get("subtract_log_q", ""), "")
-        rows.append(r)
-    assert [p.name for p in plot_sweep(tmp_path, rows)] == list(PLOT_FILES)
+        fresh.append(r)
+    assert list(build_figures(fresh, points)) == list(PLOT_FILES)
 
 
 def test_single_v(tmp_path):
-    paths = plot_sweep(tmp_path, make_rows(vs=(5000,)))
+    rows, points = make_sweep(vs=(100000,))
+    write_curves_csv(tmp_path, points)
+    paths = plot_sweep(tmp_path, rows)
     assert [p.name for p in paths] == list(PLOT_FILES)
+    figs = build_figures(rows, points)
+    for name, fig in figs.items():
+        # one V: every point of a V axis sits on it, by design; the axis limits are still a range
+        assert_no_degenerate_axis(fig, data=name in ("curves.png", "bias.png"))
     for p in paths:
         assert_small_png(p)
-
-
-def test_no_bias_values_no_bias_plot(tmp_path):
-    paths = plot_sweep(tmp_path, make_rows(bias=False))
-    assert [p.name for p in paths] == [n for n in PLOT_FILES if n != "bias.png"]
-    assert not (tmp_path / "bias.png").exists()
 
 
 def test_missing_columns_skip_their_plots(tmp_path):
+    rows, points = make_sweep(vs=(1000, 10000), bias=False)
     keep = ("cell", "loss", "sampler", "S", "V", "wall_s", "full_ce", "status")
-    rows = [{k: r[k] for k in keep if k in r} for r in make_rows()]
-    paths = plot_sweep(tmp_path, rows)
-    # no step_ms, peak_mem_mb, excess_ce, bias_gap: CE falls back to full_ce; the frontier still has wall_s
-    assert [p.name for p in paths] == ["ce_vs_V.png", "frontier.png"]
-    assert written(tmp_path) == {"ce_vs_V.png", "frontier.png"}
-
-
-def test_two_budgets(tmp_path):
-    rows = make_rows(budget="pairs") + make_rows(budget="seconds")
-    paths = plot_sweep(tmp_path, rows)
-    assert [p.name for p in paths] == list(PLOT_FILES)
-    from matplotlib.image import imread
-
-    one = plot_sweep(tmp_path / "one", make_rows(budget="pairs"))
-    # one row of frontier panels per budget: the two-budget frontier is the taller figure
-    assert imread(paths[3]).shape[0] > imread(one[3]).shape[0]
-    for p in paths:
-        assert_small_png(p)
+    rows = [{k: r[k] for k in keep if k in r} for r in rows]
+    # no curves, step times, memory or targets; the CE falls back to full_ce, S=64 and S=1024 at V=10k: bias.png
+    assert [p.name for p in plot_sweep(tmp_path, rows)] == ["bias.png"]
+    assert "held-out CE" in panels(build_figures(rows)["bias.png"])[0].get_ylabel()
+    write_curves_csv(tmp_path, points)
+    assert [p.name for p in plot_sweep(tmp_path, rows)] == ["curves.png", "bias.png"]
+    rows = [{k: v for k, v in r.items() if k != "S"} for r in rows]
+    assert plot_sweep(tmp_path / "none", rows) == [] and not (tmp_path / "none").exists()
 
 
 def test_import_does_not_load_matplotlib():
@@ -161,6 +387,9 @@ def test_import_does_not_load_matplotlib():
     ({"loss": "sampled", "sampler": "log_uniform", "S": "64", "subtract_log_q": "true"}, "sampled log_uniform S=64"),
     ({"loss": "sampled", "sampler": "uniform", "S": "64", "subtract_log_q": "false"}, "sampled uniform S=64 no logQ"),
     ({"loss": "sampled", "sampler": "unigram", "S": 1024.0, "subtract_log_q": True}, "sampled unigram S=1024"),
+    ({"loss": "sampled", "sampler": "unigram", "S": "64", "subtract_log_q": "true", "finish_with_full": "0.1"},
+     "sampled unigram S=64, full last 10%"),
+    ({"loss": "sampled", "sampler": "unigram", "S": "64", "finish_with_full": 0.0}, "sampled unigram S=64"),
     ({"loss": "negative", "sampler": "unigram", "S": "5", "subtract_log_q": ""}, "negative S=5"),
     ({"loss": "negative", "sampler": "uniform", "S": "5"}, "negative uniform S=5"),
     ({"loss": "nce", "sampler": "unigram", "S": "64"}, "nce S=64"),
@@ -178,16 +407,6 @@ def test_default_sampler_is_the_trainers():
     assert plots.DEFAULT_SAMPLER == LossConfig().sampler
 
 
-def test_pareto_front_by_hand():
-    pts = [(10, 0.5), (5, 0.9), (20, 0.3), (12, 0.6), (5, 0.9), (30, 0.3), (8, 0.9), (5, 1.2)]
-    # by x: (5,0.9)#1 kept, (5,0.9)#4 same point, (5,1.2)#7 and (8,0.9)#6 no lower CE, (10,0.5)#0 kept,
-    # (12,0.6)#3 dominated by #0, (20,0.3)#2 kept, (30,0.3)#5 slower with the same CE
-    assert pareto_front(pts) == [1, 0, 2]
-    assert pareto_front([]) == []
-    assert pareto_front([(1.0, 2.0)]) == [0]
-    assert pareto_front([(1, 5), (2, 3), (3, 4), (4, 1)]) == [0, 1, 3]
-
-
 def test_rows_parsed_and_duplicates_combined_by_median():
     base = {"loss": "sampled", "sampler": "uniform", "S": "64", "subtract_log_q": "true", "V": "1000",
             "status": "ok"}
@@ -196,10 +415,10 @@ def test_rows_parsed_and_duplicates_combined_by_median():
         {**base, "step_ms": "20", "excess_ce": ""},
         {**base, "step_ms": "nan", "excess_ce": "0.7"},
         {**base, "step_ms": "999", "status": "failed: boom"},
-        {**base, "status": " ok ", "S": "64.0", "subtract_log_q": "TRUE", "step_ms": " 30 "},
+        {**base, "status": " ok ", "S": "64.0", "subtract_log_q": "TRUE", "step_ms": " 30 ", "finish_with_full": "0"},
     ]
     (cell,) = plots._cells(rows)
-    assert cell.series == Series("sampled", "uniform", 64, True)
+    assert cell.series == Series("sampled", "uniform", 64, True, None)
     assert cell.V == 1000
     assert cell.values == pytest.approx({"step_ms": 20.0, "excess_ce": 0.6})
 
@@ -215,12 +434,32 @@ def test_ce_metric_falls_back_to_full_ce():
 def test_colours_distinct_and_deterministic():
     series = [series_of({"loss": "sampled", "sampler": "uniform", "S": str(s), "subtract_log_q": lq})
               for s in (8, 16, 32, 64, 128, 256, 512, 1024) for lq in ("true", "false")]
+    series += [series_of(r) for r in ({"loss": "full"}, {"loss": "nce", "sampler": "unigram", "S": "64"},
+                                      {"loss": "negative", "sampler": "unigram", "S": "5"}, {"loss": "inbatch"},
+                                      {"loss": "adaptive"}, {"loss": "sampled", "sampler": "log_uniform", "S": "64"})]
     a, b = plots._colors(series), plots._colors(reversed(series))
     assert a == b
-    assert len(set(a.values())) == len(series)  # 16 methods, 16 colours
+    # one shade per S of the sampled uniform family, logQ told apart by the line style; the rest plain colours
+    assert len({a[s] for s in series}) == 8 + 6
+    styles = {(a[s], plots._style(s, a)["linestyle"], plots._style(s, a)["marker"]) for s in series}
+    assert len(styles) == len(series)
 
 
 @pytest.mark.parametrize("v, text", [(1000, "1k"), (10000, "10k"), (1000000, "1M"), (1024, "1,024"), (300, "300"),
                                      (9987, "9,987")])
 def test_count_labels(v, text):
     assert plots._fmt_count(v) == text
+
+
+def test_widen_a_squeezed_axis():
+    fig, (ax,) = plots._new_figure(4, 3)
+    ax.plot([5.0, 5.02], [0.30, 0.3001])
+    ax.set_xscale("log")
+    ax.set_xlim(5.0, 5.02)
+    ax.set_ylim(0.30, 0.3001)
+    plots._widen(ax, "x")
+    plots._widen(ax, "y")
+    lo, hi = ax.get_xlim()
+    assert hi / lo == pytest.approx(1.5) and lo < 5.0 and hi > 5.02
+    lo, hi = ax.get_ylim()
+    assert hi - lo == pytest.approx(0.05 * 0.30005) and lo < 0.30 < 0.3001 < hi

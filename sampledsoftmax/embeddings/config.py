@@ -124,6 +124,7 @@ def validate(cfg: Config) -> Config:
         ("train.epochs", cfg.train.epochs, 1), ("train.max_steps", cfg.train.max_steps, 1),
         ("train.seed", cfg.train.seed, 0), ("train.log_every", cfg.train.log_every, 1),
         ("train.checkpoint_every", cfg.train.checkpoint_every, 1), ("eval.every", cfg.eval.every, 1),
+        ("train.threads", cfg.train.threads, 0), ("eval.curve_points", cfg.eval.curve_points, 0),
         ("eval.batch_size", cfg.eval.batch_size, 1), ("eval.analogy_restrict", cfg.eval.analogy_restrict, 1),
         ("eval.projector_words", cfg.eval.projector_words, 0),
     ]

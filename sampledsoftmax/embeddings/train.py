@@ -11,6 +11,7 @@ Adagrad/Adam (scale-invariant) it is the mean. `train/objective` always logs the
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -26,6 +27,7 @@ from ..training.run import amp_context, start_run
 from .config import Config
 from .evaluate import analogy, bias_diagnostics, exact_metrics, resolve_eval_path, word_similarity
 from .fused import can_fuse, fused_sgns_step
+from .sgns_kernel import NoiseTable, kernel_sgns_step, kernel_supports
 from .model import SkipGram
 from .pairs import SkipGramPairs, heldout_pairs
 
@@ -124,12 +126,25 @@ class SkipGramTask:
         # word2vec's setup skips autograd and the optimizer; never under torchrun (gradient exchange)
         self.fused = cfg.train.fused and not ddp.enabled and can_fuse(cfg, self.model, self.loss_fn)
         self.amp = amp_context(cfg)
+        self.noise, self.note = None, ""  # the compiled per-pair step (word2vec's loop) where it applies
+        if self.fused and cfg.train.kernel and device.type == "cpu":
+            ok, why = kernel_supports(self.model, self.loss_fn)
+            if ok:
+                self.noise = NoiseTable.from_sampler(self.loss_fn.sampler)
+                self.threads = 1 if cfg.train.deterministic else (cfg.train.threads or os.cpu_count() or 1)
+            else:
+                self.note = f"; compiled SGNS step off: {why}"
 
     def batches(self, epoch: int, start_batch: int):
         return self.data.pairs.epoch_batches(epoch, start_batch=start_batch)
 
-    def step(self, batch, lr: float, ctl) -> tuple[torch.Tensor, int]:
+    def step(self, batch, lr: float, ctl, index: int) -> tuple[torch.Tensor, int]:
         centers, contexts = batch
+        if self.noise is not None and self.fused:  # word2vec's per-pair loop, compiled (embeddings/sgns_kernel.py)
+            loss = kernel_sgns_step(self.model, self.loss_fn, centers, contexts, lr, self.scale, self.noise,
+                                    seed=self.cfg.train.seed, step=index, threads=self.threads,
+                                    deterministic=self.cfg.train.deterministic)
+            return loss, len(centers)
         c = torch.as_tensor(centers, device=self.device)
         x = torch.as_tensor(contexts, device=self.device)
         if self.fused:  # the same SGD step, gradients by hand (see embeddings/fused.py)
@@ -167,7 +182,7 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
             resolve_eval_path(getattr(cfg.eval, kind), kind)
     ddp, device, run_dir, data = start_run(cfg, resume, build_data)
     task = SkipGramTask(cfg, data, ddp, device)
-    what = f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name}"
+    what = f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name}{task.note}"
     return loop.run(task, ddp, run_dir, resume=resume, quiet=quiet, stop_at_step=stop_at_step, what=what)
 
 

@@ -111,7 +111,7 @@ class LMTask:
     def batches(self, epoch: int, start_batch: int):
         return self.data.epoch_batches(epoch, start_batch=start_batch)
 
-    def step(self, batch, lr: float, ctl) -> tuple[torch.Tensor, int]:
+    def step(self, batch, lr: float, ctl, index: int) -> tuple[torch.Tensor, int]:
         x, y = (t.to(self.device) for t in batch)
         with self.amp:
             loss = self.loss_fn(self.model(x), y)  # hidden (B, T, d), targets (B, T)

@@ -72,6 +72,13 @@ class TrainConfig:
     log_every: int = 100
     checkpoint_every: int = 2000
     fused: bool = True  # skip-gram SGNS + SGD: steps without autograd, same result (embeddings/fused.py); not LM
+    # skip-gram SGNS + SGD on the CPU: word2vec's compiled per-pair loop (embeddings/sgns_kernel.py, numba) in place
+    # of the torch step; its negatives come from the loss's noise distribution keyed by (seed, step), not from the
+    # loss's generator. false: the torch fused step (the autograd path's exact draws)
+    kernel: bool = True
+    threads: int = 0  # the compiled step's Hogwild threads; 0: one per CPU core
+    # the compiled step in order, one thread: a run and its resume are bit-identical (Hogwild threads are not)
+    deterministic: bool = False
 
 
 # ------------------------------------------------------------------------------------------------ dict -> dataclass

@@ -8,7 +8,7 @@ docs/ARCHITECTURE.md shows where it sits):
   ``unit`` ("pairs", "tokens": what ``perf/<unit>_per_sec`` counts);
 - ``batches(epoch, start_batch)``: the epoch's deterministic batch stream from batch ``start_batch`` (unsharded: the
   loop keeps this rank's share);
-- ``step(batch, lr, ctl) -> (loss, n)``: one optimisation step (autograd through :func:`autograd_step`, or a fused
+- ``step(batch, lr, ctl, index) -> (loss, n)``: optimisation step number ``index`` (autograd through :func:`autograd_step`, or a fused
   step of the task's own); ``loss`` is the batch's mean objective as a 0-dim tensor (no host sync), ``n`` the
   examples it covered;
 - ``evaluate(step) -> dict``: exact held-out metrics, with ``eval/full_ce`` (rank 0 only calls it);
@@ -107,7 +107,7 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
                     if p.step % cfg.train.checkpoint_every == 0 and p.step > 0:
                         checkpoint(task, ddp, run_dir, p, budget)
                     budget.start_step()
-                    loss, n = task.step(batch, lr, ctl)
+                    loss, n = task.step(batch, lr, ctl, p.step)
                     p.run_sum += loss.detach().double()
                     p.run_n, p.step, p.batch = p.run_n + 1, p.step + 1, p.batch + 1
                     meter.add(n)
