@@ -588,6 +588,45 @@ def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
     return ids_out, probs_out
 
 
+def chunked_nll_and_rank(
+    hidden: Tensor, weight: Tensor, bias: Optional[Tensor], target: Tensor, *,
+    memory_budget_mb: Optional[float] = None,
+) -> tuple[Tensor, Tensor]:
+    """Exact NLL of `target` under softmax(hidden @ weightᵀ + bias) and the target's rank, in ONE pass over V.
+
+    rank_i = #{c ≠ t_i : z_ic > z_it} (0: the target is the arg max), so top-k accuracy is `rank < k`; ties count in
+    the target's favour. One product per block of rows (and columns), an online log-sum-exp and a comparison count:
+    the evaluation cost of `exact_nll` alone, instead of that plus a top-k pass. No gradients.
+
+    Shape:
+        hidden (N, d), target (N,) int64 in [0, V) -> nll (N,) fp32 (fp64 for fp64 inputs), rank (N,) int64
+    """
+    with torch.no_grad(), autocast_off(hidden.device.type):
+        n, v = hidden.shape[0], weight.shape[0]
+        cdt = _matmul_dtype(hidden, weight)
+        acc = _acc_dtype(cdt)
+        rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
+        nll = torch.empty(n, dtype=acc, device=hidden.device)
+        rank = torch.zeros(n, dtype=torch.long, device=hidden.device)
+        for r0 in range(0, n, rows):
+            h, t = hidden[r0 : r0 + rows], target[r0 : r0 + rows]
+            zt = (h.to(acc) * weight[t].to(acc)).sum(1)  # (r,) the target logits, row by row
+            if bias is not None:
+                zt += bias[t].to(acc)
+            m = torch.full((h.shape[0],), -math.inf, dtype=acc, device=h.device)
+            s = torch.zeros(h.shape[0], dtype=acc, device=h.device)
+            for c0 in range(0, v, cols):
+                z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
+                m_new = torch.maximum(m, z.amax(1))
+                s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
+                m = m_new
+                own = (t >= c0) & (t < c0 + z.shape[1])  # the target's own column never outranks it
+                z[own, (t[own] - c0)] = -math.inf
+                rank[r0 : r0 + rows] += (z > zt[:, None]).sum(1)
+            nll[r0 : r0 + rows] = m + s.log() - zt
+        return nll, rank
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Row gathering with sparse gradients
 # ---------------------------------------------------------------------------------------------------------------

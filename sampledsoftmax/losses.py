@@ -34,6 +34,7 @@ from .functional import (
     _acc_dtype,
     autocast_off,
     candidate_softmax_cross_entropy,
+    chunked_nll_and_rank,
     chunked_one_vs_all,
     chunked_softmax_cross_entropy,
     chunked_topk,
@@ -231,6 +232,23 @@ class OutputLayerLoss(nn.Module):
             hh, self.weight, self.bias, tt.clamp_min(0), memory_budget_mb=self.memory_budget_mb
         )
         return (nll * (tt >= 0)).reshape(out_shape)
+
+    @fp32_under_autocast
+    @torch.no_grad()
+    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """`exact_nll` and the rank of each target among all V logits (0 = the arg max; top-k hit = rank < k) in
+        one chunked pass over V: what an evaluation needs of CE and top-k accuracy at the cost of the NLL alone.
+        Ignored entries give NLL 0 and rank 0.
+
+        Shape:
+            hidden (..., d), target (...) -> nll fp32 (fp64 for fp64 inputs) and rank int64, both of target's shape
+        """
+        h, t, _ = self._flatten(hidden, target, allow_multi=False)
+        tt = t.reshape(-1)
+        nll, rank = chunked_nll_and_rank(h, self.weight, self.bias, tt.clamp_min(0),
+                                         memory_budget_mb=self.memory_budget_mb)
+        valid = tt >= 0
+        return (nll * valid).reshape(target.shape), (rank * valid).reshape(target.shape)
 
     @fp32_under_autocast
     @torch.no_grad()
@@ -641,6 +659,24 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
         vals, ids = zip(*(self.asm.log_prob(h[i : i + rows]).topk(k, dim=1) for i in starts))
         ids_t, probs = torch.cat(ids), torch.cat(vals).exp()
         return ids_t.reshape(*hidden.shape[:-1], k), probs.reshape(*hidden.shape[:-1], k)
+
+    @fp32_under_autocast
+    @torch.no_grad()
+    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """The base class's one-pass NLL and target rank, from the adaptive model's log-probabilities."""
+        h, t, _ = self._flatten(hidden, target, allow_multi=False)
+        h, tt = self._h(h), t.reshape(-1)
+        nll = torch.zeros(tt.shape[0], dtype=_acc_dtype(h.dtype), device=h.device)
+        rank = torch.zeros(tt.shape[0], dtype=torch.long, device=h.device)
+        rows = self._row_blocks(h.shape[0])
+        for i in range(0, h.shape[0], rows):
+            lp = self.asm.log_prob(h[i : i + rows]).to(nll.dtype)  # (r, V)
+            ti = tt[i : i + rows].clamp_min(0)
+            lt = lp.gather(1, ti[:, None])  # (r, 1)
+            lp.scatter_(1, ti[:, None], -math.inf)  # the target's own column never outranks it
+            nll[i : i + rows], rank[i : i + rows] = -lt[:, 0], (lp > lt).sum(1)
+        valid = tt >= 0
+        return (nll * valid).reshape(target.shape), (rank * valid).reshape(target.shape)
 
 
 LOSSES: dict[str, type[OutputLayerLoss]] = {

@@ -547,3 +547,37 @@ def test_float64_hidden_with_a_float32_table(name):
     torch.testing.assert_close(out.float(), ref, rtol=1e-5, atol=1e-5)
     out.backward()
     assert h.grad.dtype == torch.float64 and torch.isfinite(h.grad).all()
+
+
+@pytest.mark.parametrize("name", ["full", "sampled", "nce", "negative", "inbatch", "ova", "adaptive"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_exact_nll_and_rank_in_one_pass_matches_the_dense_softmax(name, dtype):
+    """One pass over V gives the exact NLL and the target's rank (top-k hit = rank < k), against the dense
+    log-softmax, with column blocks forced (a tiny memory budget) and ignored targets."""
+    torch.manual_seed(0)
+    V, d, n = 57, 5, 23
+    kw = {"memory_budget_mb": 0.0005} if name in ("full", "ova") else {}
+    if name in ("sampled", "nce", "negative"):
+        kw["num_sampled"] = 4
+    loss = build_loss(name, V, d, **kw).to(dtype)
+    with torch.no_grad():
+        for p in loss.parameters():
+            p.normal_()
+    h = torch.randn(n, d, dtype=dtype)
+    t = torch.randint(V, (n,))
+    t[3] = -100
+    t[5] = 0
+    nll, rank = loss.exact_nll_and_rank(h, t)
+    lp = loss.logits(h).double().log_softmax(-1) if name != "adaptive" else loss.logits(h).double()
+    valid = t >= 0
+    tc = t.clamp_min(0)
+    ref_nll = -lp.gather(1, tc[:, None])[:, 0] * valid
+    ref_rank = ((lp > lp.gather(1, tc[:, None])).sum(1)) * valid
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    assert nll.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert torch.allclose(nll.double(), ref_nll, atol=tol, rtol=tol)
+    assert torch.equal(rank, ref_rank)
+    assert torch.equal(nll.double(), loss.exact_nll(h, t).double()) or torch.allclose(nll.double(), loss.exact_nll(h, t).double(), atol=tol, rtol=tol)
+    ids, _ = loss.predict_topk(h, 10)
+    hits10 = (ids == t[:, None]).any(1)
+    assert torch.equal(hits10[valid], (rank < 10)[valid])  # the same top-10 accuracy as predict_topk

@@ -89,6 +89,11 @@ def exact_metrics(
         c = _as_ids(centers[i : i + batch_size], device)  # (B,)
         t = _as_ids(contexts[i : i + batch_size], device)  # (B,)
         hidden = model(c)  # (B, d)
+        if hasattr(loss_fn, "exact_nll_and_rank"):  # CE and top-k in one pass over V
+            nll, rank = loss_fn.exact_nll_and_rank(hidden, t)  # (B,), (B,)
+            nll_sum += nll.double().sum()
+            hits += torch.stack([(rank < k).sum() for k in ks])
+            continue
         nll_sum += loss_fn.exact_nll(hidden, t).double().sum()
         ids, _ = loss_fn.predict_topk(hidden, ks[-1])  # (B, kmax), best first
         found = ids == t.unsqueeze(1)  # (B, kmax)

@@ -110,12 +110,16 @@ def _id_part(key: str, value: Any) -> str:
         return f"min{value}"
     if key == "loss.subtract_log_q":
         return "logq" if value else "nologq"
+    if key == "eval.curve_points":  # how a cell is observed, not what it trains: not part of its id
+        return ""
+    if key == "train.max_seconds":
+        return f"{_fmt_value(value)}s"
     if key == "loss.finish_with_full":
         return f"then-full{_fmt_value(value)}"
     return f"{key.rsplit('.', 1)[-1]}{_fmt_value(value)}"
 
 
-_ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3, "loss.finish_with_full": 4,
+_ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3, "loss.finish_with_full": 4, "train.max_seconds": 100,
              "data.synthetic.vocab_size": 99, "data.max_final_vocab": 99, "data.min_count": 99}
 
 
@@ -123,7 +127,7 @@ def cell_id(values: dict[str, Any]) -> str:
     """e.g. {loss.name: sampled, loss.sampler: log_uniform, loss.num_sampled: 1024, ...vocab_size: 10000}
     -> "sampled-log_uniform-S1024-V10000". Other keys follow in grid order as <last key part><value>."""
     keys = sorted(values, key=lambda k: (_ID_ORDER.get(k, 50), list(values).index(k)))
-    text = "-".join(_id_part(k, values[k]) for k in keys) or "base"
+    text = "-".join(p for p in (_id_part(k, values[k]) for k in keys) if p) or "base"
     return re.sub(r"[^A-Za-z0-9._+=,@-]", "_", text)  # a plain directory name, as Config.name requires
 
 
