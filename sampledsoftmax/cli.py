@@ -5,14 +5,17 @@ in ``COMMANDS``. Torch-using modules are imported inside the command functions, 
 and usage errors import nothing heavy from this module.
 
 A user mistake (any ``SampledSoftmaxError``, or a bad option) prints one line, ``error: <message>``, to stderr and
-exits 2; a programming error keeps its traceback.
+exits 2; so does a full disk (or quota, or read-only filesystem) wherever a write fails. A programming error keeps
+its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Sequence
 
 from sampledsoftmax.errors import SampledSoftmaxError
@@ -132,11 +135,29 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
+def _check_output_path(path: str | None, option: str) -> None:
+    """A file the command will write at its end: refuse now, not after the work, a path that cannot be written."""
+    if path is None:
+        return
+    p = Path(path)
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise UsageError(f"{option} {path!r} is a directory; give a file path, e.g. {p / 'bench.md'}")
+    existing = next((a for a in [parent, *parent.parents] if a.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise UsageError(f"{option} {path!r}: {str(existing)!r} is a file, not a directory; give a path in a "
+                         "writable directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path!r}: {str(existing)!r} is not writable; give a path in a writable directory")
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     import dataclasses
 
     from sampledsoftmax.experiments import bench
 
+    _check_output_path(args.out, "--out")
+    _check_output_path(args.json, "--json")
     given = vars(args)
     cfg = bench.BenchConfig(**{f.name: given[f.name] for f in dataclasses.fields(bench.BenchConfig)})
     result = bench.run(cfg, progress=sys.stderr)
@@ -205,6 +226,10 @@ def _load(ref: str) -> Callable:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args.loader)(args.config, args.overrides)
+    if args.resume:  # a config the saved state cannot load into fails now, before the data is built
+        from sampledsoftmax.training.config import check_resumable_run
+
+        check_resumable_run(cfg)
     return _report_run(_load(args.trainer)(cfg, resume=args.resume, quiet=args.quiet), cfg.runs_root)
 
 
@@ -227,19 +252,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from sampledsoftmax.training.checkpoint import load_checkpoint
     from sampledsoftmax.embeddings.export import export_word2vec
     from sampledsoftmax.data.vocab import Vocab
 
     run_dir = Path(args.run_dir)
-    state = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    written_by = "RUN_DIR must be a run directory written by sampledsoftmax train (runs_root/name)"
+    if not run_dir.is_dir():
+        raise SampledSoftmaxError(f"run directory {str(run_dir)!r} does not exist or is not a directory; {written_by}")
     vocab_path = run_dir / "vocab.tsv"
-    if not vocab_path.is_file():
-        raise SampledSoftmaxError(f"{vocab_path} is missing; RUN_DIR must be a directory written by sampledsoftmax train")
+    if not vocab_path.is_file():  # checked before the (large) checkpoint is read
+        raise SampledSoftmaxError(f"{vocab_path} is missing; {written_by} (a train-lm run has no word vectors to "
+                                  "export)")
     vocab = Vocab.load(vocab_path)
-    vectors = state["model"]["embed.weight"].float().numpy()
+    state = load_checkpoint(run_dir / f"{args.checkpoint}.pt")
+    weight = state.get("model", {}).get("embed.weight") if isinstance(state, dict) else None
+    if weight is None or weight.dim() != 2:
+        raise SampledSoftmaxError(f"{run_dir / (args.checkpoint + '.pt')} holds no skip-gram input table "
+                                  f"(model.embed.weight); {written_by}")
+    if weight.shape[0] != len(vocab):
+        raise SampledSoftmaxError(f"{args.checkpoint}.pt has {weight.shape[0]} word vectors but {vocab_path} "
+                                  f"lists {len(vocab)} words; they come from different runs: export the run "
+                                  "directory they were written to")
+    vectors = weight.float().numpy()
     binary = args.format == "word2vec-binary"
     out = Path(args.out) if args.out else run_dir / ("vectors.bin" if binary else "vectors.txt")
     export_word2vec(vectors, vocab, out, binary=binary)
@@ -297,6 +332,21 @@ def _version() -> str:
         return "unknown"
 
 
+_OUT_OF_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _out_of_space(exc: BaseException | None) -> OSError | None:
+    """The OSError "no space left" (or quota, file size limit, read-only filesystem) behind `exc`, if any: torch.save
+    reports a full disk as a RuntimeError raised while handling the OSError, so the whole chain is searched."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 ok, 1 a benchmark cell failed, 2 a user error)."""
     try:
@@ -312,6 +362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a full disk is the user's to fix, wherever the write was; anything else is a bug
+        disk = _out_of_space(e)
+        if disk is None:
+            raise
+        where = f" writing {disk.filename}" if disk.filename else ""
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"error: {disk.strerror or 'cannot write'}{where}; free some space or write elsewhere (runs_root, "
+                  "--out) and run again (a checkpoint replaces the last one only once complete: it is kept)",
+                  file=sys.stderr)
+        return 2
     finally:
         if "torch.distributed" in sys.modules:
             from .training.distributed import shutdown

@@ -105,3 +105,47 @@ def test_importing_cli_does_not_import_the_commands():
     code = "import sys, sampledsoftmax.cli; print('sampledsoftmax.experiments.bench' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_full_disk_is_found_behind_the_error_torch_raises():
+    import errno
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3136 vs 3030")
+    except RuntimeError as e:  # what torch.save raises on a full disk: the OSError is its context
+        disk = cli._out_of_space(e)
+    assert disk is not None and disk.errno == errno.ENOSPC
+    assert cli._out_of_space(RuntimeError("a bug")) is None
+    assert cli._out_of_space(FileNotFoundError(errno.ENOENT, "gone")) is None
+
+
+def test_a_full_disk_is_one_error_line_and_a_bug_keeps_its_traceback(monkeypatch, capsys):
+    import errno
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", "runs/x/last.pt")
+
+    monkeypatch.setattr(cli, "_cmd_export", full)
+    assert cli.main(["export", "runs/x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: No space left on device writing runs/x/last.pt; free")
+
+    def bug(args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(cli, "_cmd_export", bug)
+    with pytest.raises(ZeroDivisionError):
+        cli.main(["export", "runs/x"])
+
+
+def test_bench_output_paths_are_checked_before_the_benchmark(tmp_path):
+    (tmp_path / "file").write_text("x")
+    cli._check_output_path(None, "--out")
+    cli._check_output_path(str(tmp_path / "new" / "b.md"), "--out")  # a directory still to be made is fine
+    with pytest.raises(cli.UsageError, match="is a file, not a directory"):
+        cli._check_output_path(str(tmp_path / "file" / "b.md"), "--out")
+    with pytest.raises(cli.UsageError, match="is a directory"):
+        cli._check_output_path(str(tmp_path), "--json")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sampledsoftmax import LOSSES, SAMPLERS
@@ -20,6 +21,8 @@ from sampledsoftmax.embeddings.config import (
     save_config,
     validate,
 )
+
+from sampledsoftmax.training.builders import default_num_sampled, resolve_num_sampled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +50,9 @@ def test_quickstart_default_validates_and_real_text_defaults_validate():
     # the dataclass defaults are gensim's for real text: valid once the corpus is a path
     real = Config(data=DataConfig(corpus="data/text8"))
     assert validate(real) is real
-    assert (real.data.window, real.data.sample, real.data.min_count, real.loss.num_sampled) == (5, 1e-3, 5, 5)
+    assert (real.data.window, real.data.sample, real.data.min_count) == (5, 1e-3, 5)
+    # loss.num_sampled is null, "the loss's default": gensim's negative=5 for the default loss
+    assert real.loss.num_sampled is None and resolve_num_sampled(real.loss.name, 71_290, None) == 5
 
 
 def test_bare_defaults_on_the_synthetic_corpus_ask_for_sample_0_and_min_count_1():
@@ -239,3 +244,157 @@ def test_shipped_configs_say_what_they_promise():
     assert (large.loss.name, large.loss.sampler, large.loss.num_sampled) == ("sampled", "log_uniform", 1024)
     quick = load_config(None)
     assert quick.data.synthetic.vocab_size == 2000 and quick.model.dim == 64 and quick.loss.name == "negative"
+
+
+# ------------------------------------------------------------------------------------- loss.num_sampled default
+
+
+def test_num_sampled_null_means_each_loss_its_own_default():
+    assert [resolve_num_sampled("negative", v, None) for v in (50, 2000, 10**6)] == [5, 5, 5]  # word2vec's
+    sampled = [resolve_num_sampled("sampled", v, None) for v in (50, 300, 2000, 9_872, 57_288, 100_000, 10**6)]
+    assert sampled == [25, 64, 64, 128, 1024, 1024, 1024]  # ~1 % of V in [64, 1024], below V / 2
+    assert [resolve_num_sampled("nce", v, None) for v in (2000, 10**6)] == [64, 1024]
+    for name in ("full", "inbatch", "adaptive"):  # they draw no candidates
+        assert resolve_num_sampled(name, 2000, None) is None and default_num_sampled(name, 2000) is None
+    assert resolve_num_sampled("sampled", 2000, 500) == 500  # a configured S is kept
+    with pytest.raises(ConfigError, match=r"loss\.num_sampled=2000 must be below the vocabulary size 2000"):
+        resolve_num_sampled("sampled", 2000, 2000)
+    with pytest.raises(ConfigError, match="at least 2 classes"):
+        resolve_num_sampled("negative", 1, None)
+
+
+def test_loss_name_alone_switches_losses_with_a_sensible_num_sampled():
+    import torch
+
+    from sampledsoftmax.training.builders import build_loss_fn
+
+    class _Vocab:
+        counts = np.arange(2000, 0, -1)
+
+        def __len__(self):
+            return 2000
+
+    def built(*overrides):
+        return build_loss_fn(load_config(None, list(overrides)), _Vocab(), torch.Generator()).num_sampled
+
+    assert load_config(None).loss.num_sampled is None
+    assert built() == 5 and built("loss.name=sampled") == 64 and built("loss.name=nce") == 64
+    # the README's commands keep meaning what they say
+    assert built("loss.name=sampled", "loss.num_sampled=64") == 64
+    assert built("loss.name=sampled", "loss.num_sampled=1024") == 1024
+    assert built("loss.name=negative", "loss.num_sampled=15") == 15
+
+
+def test_shipped_configs_that_set_num_sampled_keep_it():
+    from sampledsoftmax.lm.config import load_lm_config
+
+    assert load_config(ROOT / "configs" / "text8.yaml").loss.num_sampled == 5
+    assert load_config(ROOT / "configs" / "synthetic_large.yaml").loss.num_sampled == 1024
+    assert load_lm_config(ROOT / "configs" / "lm_quick.yaml").loss.num_sampled == 256
+    assert load_lm_config(ROOT / "configs" / "lm_large_vocab.yaml").loss.num_sampled == 1024
+    # quickstart leaves it to the loss: --set loss.name=sampled then samples 64, not negative sampling's 5
+    assert load_config(ROOT / "configs" / "quickstart.yaml").loss.num_sampled is None
+
+
+def test_loss_trainers_build_without_a_per_step_id_check():
+    import torch
+
+    from sampledsoftmax.training.builders import build_loss_fn
+
+    class _Vocab:
+        counts = np.arange(300, 0, -1)
+
+        def __len__(self):
+            return 300
+
+    for name in ("full", "sampled", "nce", "negative", "inbatch", "adaptive"):
+        loss_fn = build_loss_fn(load_config(None, [f"loss.name={name}"]), _Vocab(), torch.Generator())
+        assert loss_fn.validate is False, name  # ids are checked once, when the data is built
+
+
+# ------------------------------------------------------------------------------------------------ resume
+
+
+def test_resume_config_check_names_the_changed_key(tmp_path):
+    from sampledsoftmax.training.config import check_resume_config
+
+    saved = config_to_dict(load_config(None))
+    check_resume_config(saved, load_config(None, ["optim.alpha=0.01", "train.max_steps=9", "eval.every=3"]), "r")
+    check_resume_config(saved, load_config(None, ["loss.sparse=false"]), "r")  # SGD: one group either way
+    adam = config_to_dict(load_config(None, ["optim.name=sparse_adam"]))
+    for saved_cfg, override, fragment in [
+            (saved, ["model.dim=32"], "model.dim=64, not 32"), (saved, ["optim.name=adam"], "optim.name=sgd"),
+            (saved, ["loss.sampler=uniform"], "loss.sampler=unigram"), (saved, ["loss.name=nce"], "loss.name=negative"),
+            (adam, ["optim.name=sparse_adam", "loss.sparse=false"], "loss.sparse=true, not false")]:
+        with pytest.raises(ConfigError) as info:
+            check_resume_config(saved_cfg, load_config(None, override), "runs/quickstart")
+        assert fragment in str(info.value) and "runs/quickstart" in str(info.value), str(info.value)
+        assert "drop --resume" in str(info.value)
+    del saved["model"]  # an older run's config without a key: not compared
+    check_resume_config(saved, load_config(None, ["model.dim=32"]), "r")
+
+
+def test_an_override_never_hides_a_section_the_file_got_wrong(tmp_path):
+    with pytest.raises(ConfigError, match=r"data: expected a mapping of keys, got 3 \(int\); fix the config file"):
+        load_config(write(tmp_path, "data: 3\n"), ["data.synthetic.vocab_size=50"])
+    cfg = load_config(write(tmp_path, "data:\n  corpus: c.txt\nmodel:\n"), ["model.dim=8"])  # an empty section is fine
+    assert cfg.model.dim == 8
+
+
+# ------------------------------------------------------------------------------------------------------ memory
+
+
+def test_table_bytes_count_weights_dense_gradients_and_optimizer_state():
+    from sampledsoftmax.lm.config import load_lm_config
+    from sampledsoftmax.training.memory import table_bytes
+
+    v, d = 1000, 10
+    table = 4 * v * d
+    sgd = table_bytes(load_config(None, ["model.dim=10"]), v)  # negative + SGD: sparse tables, no state, no bias
+    assert sgd == {"weights": 2 * table, "gradients": 0, "optimizer": 0}
+    full_adam = table_bytes(load_config(None, ["model.dim=10", "loss.name=full", "optim.name=adam"]), v)
+    weights = 2 * table + 4 * v  # input, output, bias
+    assert full_adam == {"weights": weights, "gradients": weights, "optimizer": 2 * weights}
+    sparse_adam = table_bytes(load_config(None, ["model.dim=10", "loss.name=sampled", "optim.name=sparse_adam"]), v)
+    assert sparse_adam["gradients"] == 0 and sparse_adam["optimizer"] == 2 * sparse_adam["weights"]
+    tied = table_bytes(load_lm_config(None, ["model.dim=10"]), v)  # the LM's default: tied, dense, Adam
+    assert tied["weights"] == table + 4 * v and tied["gradients"] == tied["weights"]
+    untied = table_bytes(load_lm_config(None, ["model.dim=10", "model.tie_weights=false"]), v)
+    assert untied["weights"] == 2 * table + 4 * v
+
+
+def test_check_fits_says_what_fits(monkeypatch):
+    from sampledsoftmax.training import memory
+
+    cfg = load_config(None, ["model.dim=1000", "optim.name=adagrad"])
+    memory.check_fits(cfg, 2000, "cpu")  # 2 tables of 8 MB + accumulators: fits anywhere
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: (10_000_000, "this machine has 10 MB available"))
+    with pytest.raises(ConfigError) as info:
+        memory.check_fits(cfg, 2000, "cpu")
+    message = str(info.value)
+    for fragment in ("model.dim=1000 x V=2000 needs ~32 MB", "optimizer 16 MB", "this machine has 10 MB available",
+                     "at most model.dim=312 fits", "lower model.dim or data.synthetic.vocab_size",
+                     "optim.name=sgd"):
+        assert fragment in message, message
+
+
+def test_the_planted_corpus_checks_its_memory_before_allocating(monkeypatch):
+    from sampledsoftmax.data import synthetic
+
+    syn = synthetic.SyntheticConfig(vocab_size=1_000_000, num_tokens=100_000)
+    need = synthetic.planted_corpus_bytes(synthetic._check(syn))
+    assert 70e6 <= need <= 80e6  # measured peak: 74 MB
+    monkeypatch.setattr(synthetic, "host_available_bytes", lambda: (need - 1, "this machine has little available"))
+    with pytest.raises(ConfigError, match=r"data\.synthetic\.vocab_size=1000000 .* needs ~70\.6 MB to generate"):
+        synthetic.PlantedCorpus(syn)
+
+
+def test_host_memory_is_shared_by_a_torchrun_jobs_local_processes(monkeypatch):
+    from sampledsoftmax.data import hostmem
+
+    monkeypatch.setattr(hostmem, "_machine_available", lambda: 8_000_000_000)
+    monkeypatch.setattr(hostmem, "_CGROUPS", ())
+    assert hostmem.host_available_bytes() == (8_000_000_000, "this machine has 8 GB available")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert hostmem.host_available_bytes()[0] == 2_000_000_000
+    assert hostmem.describe_bytes(1.6e12) == "1.6 TB" and hostmem.describe_bytes(2.5e15) == "2,500 TB"

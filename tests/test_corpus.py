@@ -375,3 +375,127 @@ def test_vocabulary_empty_after_min_count(tmp_path):
     assert "c.txt" in msg and "lower data.min_count" in msg
     with pytest.raises(DataError, match="max_final_vocab"):
         load(path, max_final_vocab=2)  # all three tied at count 1
+
+
+# ---------------------------------------------------------------------------------------------- binary corpora
+
+
+@pytest.mark.parametrize("kind", ["random", "utf16", "cp1251", "zeros"])
+def test_a_corpus_file_that_is_not_text_is_refused_with_its_fraction(tmp_path, kind):
+    data = {"random": np.random.default_rng(0).bytes(300_000),
+            "utf16": ("the cat sat on the mat\n" * 5000).encode("utf-16"),
+            "cp1251": ("привет мир как дела\n" * 5000).encode("cp1251"),
+            "zeros": bytes(200_000)}[kind]
+    path = tmp_path / "x.bin"
+    path.write_bytes(data)
+    with pytest.raises(DataError) as info:
+        load(path)
+    message = str(info.value)
+    assert f"data.corpus '{path}'" in message and "is not UTF-8 text" in message and "plain-text" in message
+    assert "%" in message and "\n" not in message
+
+
+def test_the_text_check_reads_the_first_mebibyte_after_decompression(tmp_path):
+    text = "the cat sat on the mat\n" * 60_000  # 1.4 MB of text, then binary
+    path = write(tmp_path / "c.txt.gz", text, gzip.open)
+    with gzip.open(path, "ab") as fh:
+        fh.write(np.random.default_rng(0).bytes(100_000))
+    c = load(path, chunk_bytes=1 << 16)  # binary after the first MiB is not examined: read as undecodable text
+    assert c.stats["undecodable_bytes"] > 0 and "cat" in c.vocab
+    binary = tmp_path / "b.bin.gz"
+    with gzip.open(binary, "wb") as fh:
+        fh.write(np.random.default_rng(1).bytes(100_000))
+    with pytest.raises(DataError, match=r"b\.bin\.gz'.*of its 97\.7 kB is not UTF-8 text"):
+        load(binary, chunk_bytes=1000)  # the check waits for the whole probe, across many small reads
+
+
+def test_a_binary_file_inside_a_corpus_directory_is_named(tmp_path):
+    write(tmp_path / "a.txt", "alpha beta\n")
+    (tmp_path / "z.pdf").write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(DataError) as info:
+        load(tmp_path)
+    assert f"corpus file '{tmp_path / 'z.pdf'}' in data.corpus '{tmp_path}'" in str(info.value)
+    assert "remove it from the directory" in str(info.value)
+
+
+def test_latin1_text_is_still_read_with_its_undecodable_bytes_counted(tmp_path):
+    path = tmp_path / "fr.txt"
+    path.write_bytes(("Le café était très chaud à midi, où ça?\n" * 2000).encode("latin-1"))  # 15 % undecodable
+    c = load(path)
+    assert c.stats["undecodable_bytes"] == 6 * 2000 and "chaud" in c.vocab
+
+
+def test_non_text_fraction_counts_undecodable_bytes_and_controls():
+    from sampledsoftmax.data.textfile import non_text_fraction
+
+    assert non_text_fraction(b"") == 0.0 and non_text_fraction("plain\ttext\r\n\f".encode()) == 0.0
+    assert non_text_fraction("é".encode()[:1]) == 0.0  # a character cut at the end of the sample is text
+    assert non_text_fraction(b"ab\xff\x00") == 0.5
+    assert non_text_fraction("日本".encode()) == 0.0
+
+
+# ------------------------------------------------------------------------------------------ ids and subsampling
+
+
+def test_cached_ids_outside_the_vocabulary_are_a_damaged_cache_and_rebuilt(tmp_path, caplog):
+    from sampledsoftmax.data import corpus as corpus_mod
+
+    path = write(tmp_path / "c.txt", "a b c\nb c\n")
+    first = load_corpus(path, min_count=1, heldout_fraction=0.0, cache_dir=tmp_path / "cache")
+    (cache,) = (tmp_path / "cache").glob("corpus-*.npz")
+    bad = EncodedCorpus(first.vocab, first.ids + 7, first.heldout_ids, dict(first.stats))
+    corpus_mod._save_cache(cache, bad)
+    with caplog.at_level(logging.WARNING):
+        again = load_corpus(path, min_count=1, heldout_fraction=0.0, cache_dir=tmp_path / "cache")
+    assert again.stats["cache"] == "miss" and np.array_equal(again.ids, first.ids)
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_keep_probability_lives_in_the_data_layer_and_matches_the_pair_streams():
+    from sampledsoftmax.data.subsample import keep_probability, subsampled_counts
+    from sampledsoftmax.embeddings import pairs
+
+    counts = np.array([1000, 300, 50, 7, 0])
+    for sample in (0.0, 1e-3, 0.05):
+        np.testing.assert_array_equal(keep_probability(counts, sample), pairs.keep_probability(counts, sample))
+        np.testing.assert_allclose(subsampled_counts(counts, sample), counts * keep_probability(counts, sample))
+    assert np.array_equal(subsampled_counts(counts, 0.0), counts)
+
+
+def test_inbatch_log_q_is_the_subsampled_context_distribution_of_the_pair_stream(tmp_path):
+    """The in-batch softmax's candidates are the batch's contexts, drawn from the subsampled stream: its log-Q must
+    be log(N · p_context) with p_context ∝ count · keep, which the pair stream itself shows."""
+    import torch
+
+    from sampledsoftmax.embeddings.config import load_config
+    from sampledsoftmax.embeddings.train import build_data
+    from sampledsoftmax.training.builders import build_loss_fn
+
+    rng = np.random.default_rng(0)
+    words = np.array([f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)])
+    zipf = 1.0 / np.arange(1, 201)
+    tokens = words[rng.choice(200, size=(2000, 50), p=zipf / zipf.sum())]
+    path = tmp_path / "zipf.txt"
+    path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
+    batch = 512
+    cfg = load_config(None, [f"data.corpus={path}", "data.sample=1e-3", "data.min_count=1", "loss.name=inbatch",
+                             "data.heldout_fraction=0.01", f"optim.batch_size={batch}", f"runs_root={tmp_path}",
+                             "data.cache_dir=null"])
+    data = build_data(cfg)
+    v = len(data.vocab)
+    seen = np.zeros(v)
+    for epoch in range(4):  # the contexts of every pair of 4 epochs (each with its own subsampling)
+        for _, contexts in data.pairs.epoch_batches(epoch):
+            seen += np.bincount(contexts, minlength=v)
+    p_context = seen / seen.sum()  # (V,) empirical
+
+    loss_fn = build_loss_fn(cfg, data.vocab, torch.Generator().manual_seed(0))
+    ids = torch.arange(v).repeat(-(-batch // v))[:batch]  # a batch of N = 512 targets covering every class
+    log_q = loss_fn.sample(ids.view(-1, 1)).log_q_true.view(-1)[:v].double().numpy()  # (V,) log expected counts
+    frequent = seen >= 5_000  # words seen as a context 5k+ times: the empirical log-frequency is within ~0.05
+    assert frequent.sum() >= 20
+    error = log_q[frequent] - np.log(batch * p_context[frequent])
+    assert np.abs(error).max() < 0.08 and np.abs(error).mean() < 0.03, error
+    # raw counts (the stream before subsampling) would be off by log(keep) ~ -2.5 nats for the most frequent words
+    raw = np.log(batch * data.vocab.counts / data.vocab.counts.sum())
+    assert np.abs(raw[frequent] - np.log(batch * p_context[frequent])).max() > 1.0

@@ -381,3 +381,34 @@ def test_analogy_answer_selection_equals_gensim(tmp_path):
     fallback = analogy(vectors, vocab, path, restrict=5)["sections"]
     assert [s["correct"] for s in fallback[:2]] in ([1, 0], [0, 1])  # exactly one of QQ / R is the last candidate
     assert analogy(vectors, vocab, path)["sections"][2]["correct"] == 2  # x, past four variants of qq and r
+
+
+def test_resolve_eval_path_checks_the_contents_before_training(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("# comment\nno tabs here\n")
+    with pytest.raises(DataError, match=r"no word pairs in eval\.wordsim file .*pairs\.tsv.*set eval\.wordsim"):
+        resolve_eval_path(str(pairs), "wordsim")
+    pairs.write_bytes("tiger\tcat\t7.35\ncaf\xe9\tbar\t1\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"cannot read eval\.wordsim file .*not UTF-8 text \(byte 18\)"):
+        resolve_eval_path(str(pairs), "wordsim")
+    pairs.write_text("tiger\tcat\t7.35\n")  # fixed: the cache is keyed by size and mtime, so the new file counts
+    assert resolve_eval_path(str(pairs), "wordsim") == pairs
+    questions = tmp_path / "q.txt"
+    questions.write_text(": capitals\n: family\n")
+    with pytest.raises(DataError, match="no analogy questions"):
+        resolve_eval_path(str(questions), "analogy")
+    questions.write_text("athens greece\n: capitals\n")
+    with pytest.raises(DataError, match=r"line 1 comes before the first .*Google analogies format"):
+        resolve_eval_path(str(questions), "analogy")
+    broken = tmp_path / "s.txt.gz"
+    broken.write_text("not gzip")
+    with pytest.raises(DataError, match=r"cannot read eval\.simlex file .*not a valid \.gz file"):
+        resolve_eval_path(str(broken), "simlex")
+
+
+def test_eval_files_are_read_with_universal_newlines_as_gensim(tmp_path):
+    vocab = SimpleNamespace(words=["a", "b", "c"], counts=np.array([3, 2, 1]))
+    path = tmp_path / "pairs.tsv"
+    path.write_bytes(b"a\tb\t1\r\na\tc\t2\rb\tc\t3\n")  # CRLF, CR and LF line ends
+    result = word_similarity(np.eye(3, 4, dtype=np.float32), vocab, path)
+    assert result["pairs"] == 3 and result["oov_pairs"] == 0

@@ -95,3 +95,36 @@ def test_export_is_atomic_when_interrupted(tmp_path, binary):
     with pytest.raises(RuntimeError):
         export_word2vec(_FailingRows(vectors, fail_at=200), vocab, fresh / "v.txt", chunk_rows=64)
     assert os.listdir(fresh) == []
+
+
+@pytest.mark.parametrize("where", ["a-directory", "under-a-regular-file"])
+def test_export_to_a_path_that_cannot_be_written_is_one_data_error(tmp_path, where):
+    vocab, vectors = _vocab_and_vectors(v=10)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    target = tmp_path / "dir" if where == "a-directory" else tmp_path / "file" / "sub" / "v.txt"
+    with pytest.raises(DataError) as info:
+        export_word2vec(vectors, vocab, target)
+    message = str(info.value)
+    assert f"cannot write the vectors to '{target}'" in message and "\n" not in message
+    assert ("is a directory" if where == "a-directory" else "is a file, not a directory") in message
+    assert os.listdir(tmp_path / "dir") == [] and (tmp_path / "file").read_text() == "x"
+
+
+def test_export_on_a_full_disk_keeps_the_previous_files(tmp_path, monkeypatch):
+    import errno
+
+    from sampledsoftmax.embeddings import export
+
+    vocab, vectors = _vocab_and_vectors(v=10)
+    path = tmp_path / "v.txt"
+    export_word2vec(vectors, vocab, path)
+    before = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(export.os, "fsync", full)
+    with pytest.raises(DataError, match=r"No space left on device; give an output path .* free space"):
+        export_word2vec(vectors * 0.5, vocab, path)
+    assert {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)} == before

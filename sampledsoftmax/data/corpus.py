@@ -3,7 +3,10 @@
 Reading (:func:`iter_texts`): a file, or every file under a directory (recursively, sorted by path; names starting
 with "." are skipped, files and folders alike). ``.gz``, ``.bz2`` and ``.xz`` are decompressed transparently (by
 suffix). Files are read in binary chunks of ``chunk_bytes`` (16 MiB) and decoded as UTF-8 incrementally, so a
-multi-byte character split by a read is decoded whole; undecodable bytes become U+FFFD and are counted. Each yielded
+multi-byte character split by a read is decoded whole; undecodable bytes become U+FFFD and are counted. A file
+whose first 1 MiB (after decompression) is more than 30 % non-text (undecodable bytes and control characters:
+:func:`.textfile.non_text_fraction`) is refused with a DataError naming it and the fraction: it is binary, or text
+in another encoding, and training on it would train on replacement characters. Each yielded
 text is cut just after its last ASCII whitespace character (the rest is carried into the next text), so no token is
 ever cut in two (except inside a run of over 64 Mi characters without whitespace, which is no text). text8 is one
 100 MB line and is never read line by line. A file's end is a line end.
@@ -59,7 +62,8 @@ from typing import Any, Iterable, Iterator, Optional, Union
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .vocab import Vocab, select_words
+from .textfile import MAX_NON_TEXT_FRACTION, TEXT_PROBE_BYTES, non_text_fraction
+from .vocab import Vocab, ids_in_range, select_words
 
 __all__ = [
     "DEFAULT_TOKEN_PATTERN",
@@ -132,15 +136,40 @@ def _last_whitespace(text: str) -> int:
     return max(text.rfind(c) for c in _ASCII_WHITESPACE)
 
 
-def _read_file(path: Path, chunk_bytes: int, stats: dict) -> Iterator[str]:
+def _size_text(n: int) -> str:
+    return f"{n / 2**20:.3g} MB" if n >= 2**20 else f"{n / 2**10:.3g} kB" if n >= 2**10 else f"{n} bytes"
+
+
+def _check_is_text(path: Path, root: Path, sample: bytes) -> None:
+    """Refuse a corpus file whose first TEXT_PROBE_BYTES (after decompression) are mostly not UTF-8 text: a binary
+    file would otherwise train, silently, on replacement characters and the few letters among its bytes."""
+    fraction = non_text_fraction(sample)
+    if fraction <= MAX_NON_TEXT_FRACTION:
+        return
+    where = (f"the first {_size_text(len(sample))}" if len(sample) >= TEXT_PROBE_BYTES
+             else f"its {_size_text(len(sample))}")
+    if path == root:
+        raise DataError(f"data.corpus {str(path)!r}: {fraction:.0%} of {where} is not UTF-8 text; give a plain-text "
+                        "corpus (.txt, .gz, .bz2; re-encode other encodings to UTF-8)")
+    raise DataError(f"corpus file {str(path)!r} in data.corpus {str(root)!r}: {fraction:.0%} of {where} is not "
+                    "UTF-8 text; remove it from the directory, or re-encode it to UTF-8")
+
+
+def _read_file(path: Path, chunk_bytes: int, stats: dict, root: Optional[Path] = None) -> Iterator[str]:
     opener = _OPENERS.get(path.suffix.lower(), open)
     decoder = codecs.getincrementaldecoder("utf-8")(errors=_ERRORS)
     carry = ""
+    probe: Optional[bytearray] = bytearray()  # the file's first TEXT_PROBE_BYTES, until they are checked
     try:
         with opener(path, "rb") as fh:
             while True:
                 raw = fh.read(chunk_bytes)
                 final = not raw
+                if probe is not None:
+                    probe += raw[: TEXT_PROBE_BYTES - len(probe)]
+                    if final or len(probe) >= TEXT_PROBE_BYTES:
+                        _check_is_text(path, path if root is None else root, bytes(probe))
+                        probe = None
                 before = getattr(_decode_errors, "n", 0)
                 text = carry + decoder.decode(raw, final=final)
                 stats["undecodable_bytes"] += getattr(_decode_errors, "n", 0) - before
@@ -175,7 +204,7 @@ def iter_texts(path: PathLike, chunk_bytes: int = DEFAULT_CHUNK_BYTES, stats: Op
         stats.setdefault(key, 0)
     for f in files:
         stats["files"] += 1
-        yield from _read_file(f, chunk_bytes, stats)
+        yield from _read_file(f, chunk_bytes, stats, Path(path))
 
 
 # ---- tokenizer -------------------------------------------------------------------------------------------------------
@@ -345,7 +374,10 @@ def _load_cache(path: Path) -> EncodedCorpus:
     with np.load(path, allow_pickle=False) as z:
         vocab = Vocab.from_tsv(z["vocab"].tobytes().decode("utf-8"), source=str(path))
         stats = json.loads(z["stats"].tobytes().decode("utf-8"))
-        return EncodedCorpus(vocab, z["ids"], z["heldout_ids"], stats)
+        corpus = EncodedCorpus(vocab, z["ids"], z["heldout_ids"], stats)
+    if not (ids_in_range(corpus.ids, len(vocab)) and ids_in_range(corpus.heldout_ids, len(vocab))):
+        raise ValueError("token ids outside the cached vocabulary")  # a damaged cache file: rebuilt by the caller
+    return corpus
 
 
 # ---- entry point -----------------------------------------------------------------------------------------------------
@@ -384,6 +416,7 @@ def load_corpus(path: PathLike, *, lowercase: bool = True, token_pattern: str = 
     read_stats: dict = {}
     vocab, ids, heldout_ids, stats = _encode(iter_texts(path, chunk_bytes, read_stats), path, lowercase,
                                              token_pattern, min_count, max_final_vocab, heldout_fraction, seed)
+    assert ids_in_range(ids, len(vocab)) and ids_in_range(heldout_ids, len(vocab)), "ids outside the vocabulary"
     stats = {**read_stats, **stats}
     if stats["undecodable_bytes"]:
         log.warning("corpus %s: %d undecodable bytes (not UTF-8) were replaced by U+FFFD", path,

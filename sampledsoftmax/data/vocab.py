@@ -25,8 +25,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from .textfile import read_text
 
-__all__ = ["Vocab"]
+__all__ = ["Vocab", "ids_in_range"]
 
 _WHITESPACE = re.compile(r"\s")
 
@@ -143,13 +144,15 @@ class Vocab:
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Vocab":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DataError(f"vocabulary file {path} does not exist; check the path") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read vocabulary file {path}: {e}") from None
+        text = read_text(path, "vocabulary file", "give the vocab.tsv of a run directory (written by Vocab.save)")
         return cls.from_tsv(text, source=str(path))
+
+
+def ids_in_range(ids: np.ndarray, num_words: int) -> bool:
+    """Whether every entry of `ids` is a word id in [0, num_words) or the sentence break -1 (one pass each for min
+    and max). The corpus readers check their ids with it once, when the data is built, which is why the trainers
+    build their losses without a per-step range check (training/builders.py)."""
+    return len(ids) == 0 or (int(ids.min()) >= -1 and int(ids.max()) < num_words)
 
 
 def _unzip(items: Iterable[Tuple[str, int]]) -> Tuple[list, list]:

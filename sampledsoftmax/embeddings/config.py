@@ -96,7 +96,7 @@ QUICKSTART: dict[str, Any] = {
     "data": {"corpus": "synthetic", "sample": 0.0, "min_count": 1,
              "synthetic": {"vocab_size": 2000, "num_tokens": 300_000, "num_topics": 20, "heldout_sentences": 1000}},
     "model": {"dim": 64},
-    "loss": {"name": "negative", "num_sampled": 5},
+    "loss": {"name": "negative"},  # num_sampled: null, the loss's default (negative 5, sampled/nce 64 at V=2000)
     "train": {"epochs": 2, "device": "cpu", "log_every": 100, "checkpoint_every": 1000},
     "eval": {"every": 500, "projector_words": 500},
 }

@@ -28,9 +28,9 @@ Word similarity and analogies follow gensim's `KeyedVectors.evaluate_word_pairs`
 
 from __future__ import annotations
 
-import bz2
-import gzip
+import functools
 import importlib
+import io
 import math
 import os
 from pathlib import Path
@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.textfile import read_text
 from ..errors import DataError, InputError
 from ..losses import FullSoftmaxLoss
 
@@ -194,7 +195,27 @@ def resolve_eval_path(value: str, kind: str, *, gensim_module: str = "gensim.tes
     else:
         path = Path(value).expanduser()
     _check_readable(path, kind)
+    st = path.stat()
+    _check_contents(str(path), kind, st.st_size, st.st_mtime_ns)  # before training starts, not at the first eval
     return path
+
+
+@functools.lru_cache(maxsize=32)
+def _check_contents(path: str, kind: str, size: int, mtime_ns: int) -> None:
+    """DataError unless the file parses as its kind with at least one item (the rules of word_similarity and
+    analogy, with their default delimiter and case handling). Cached by (path, size, mtime): resolve_eval_path
+    runs at every evaluation."""
+    what = "analogies" if kind == "analogy" else "word pairs"
+    fix = f'set eval.{kind} to a file of {what} (or to "gensim")'
+    text = read_text(path, f"eval.{kind} file", fix, compressed=True)
+    lines = io.StringIO(text, newline=None).readlines()
+    if kind == "analogy":
+        if not _parse_analogies(lines, path, True)[2]:
+            raise DataError(f'no analogy questions in eval.analogy file {path}: expected ": section" lines and '
+                            f"lines of four words; {fix}")
+    elif not _parse_pairs(lines, "\t", True):
+        raise DataError(f"no word pairs in eval.{kind} file {path}: expected lines 'word1<TAB>word2<TAB>score'; "
+                        f"{fix}")
 
 
 def _check_readable(path: Path, kind: str) -> None:
@@ -205,15 +226,12 @@ def _check_readable(path: Path, kind: str) -> None:
 
 
 def _read_lines(path, kind: str, encoding: str) -> list[str]:
-    """All lines of a text file (.gz/.bz2 decompressed), with their line ends, as gensim iterates them."""
+    """All lines of a text file (.gz/.bz2 decompressed), with their line ends, as gensim iterates them (universal
+    newlines, as a file opened in text mode). Every failure is one DataError line (data/textfile.py)."""
     path = Path(path)
     _check_readable(path, kind)
-    opener = {".gz": gzip.open, ".bz2": bz2.open}.get(path.suffix, open)
-    try:
-        with opener(path, "rt", encoding=encoding) as f:
-            return f.readlines()
-    except (OSError, UnicodeDecodeError, EOFError) as e:
-        raise DataError(f"cannot read {kind} evaluation file {path} ({e}); it must be {encoding} text") from None
+    text = read_text(path, f"{kind} evaluation file", "check the file", compressed=True, encoding=encoding)
+    return io.StringIO(text, newline=None).readlines()
 
 
 # ------------------------------------------------------------------------------------------------ vocabulary
@@ -277,6 +295,24 @@ def _pearson(x: np.ndarray, y: np.ndarray) -> float:
     return float(xm @ ym) / denom if denom > 0 else math.nan
 
 
+def _parse_pairs(lines: Iterable[str], delimiter: str, case_insensitive: bool) -> list[tuple[str, str, float]]:
+    """The well-formed (word1, word2, score) lines, as gensim's evaluate_word_pairs reads them (module docstring):
+    comments and lines that are not three fields with a numeric score are skipped."""
+    out = []
+    for line in lines:
+        if line.startswith("#"):
+            continue
+        fields = line.split(delimiter)
+        if len(fields) != 3:
+            continue
+        a, b, score = (f.upper() for f in fields) if case_insensitive else fields
+        try:
+            out.append((a, b, float(score)))
+        except ValueError:
+            continue
+    return out
+
+
 def word_similarity(
     vectors,
     vocab,
@@ -301,17 +337,7 @@ def word_similarity(
     known, _ = _known(words, restrict, case_insensitive)
     gold, ia, ib = [], [], []
     oov = 0
-    for line in _read_lines(path, "word-similarity", encoding):
-        if line.startswith("#"):
-            continue
-        fields = line.split(delimiter)
-        if len(fields) != 3:
-            continue
-        a, b, score = (f.upper() for f in fields) if case_insensitive else fields
-        try:
-            score = float(score)
-        except ValueError:
-            continue
+    for a, b, score in _parse_pairs(_read_lines(path, "word-similarity", encoding), delimiter, case_insensitive):
         if a not in known or b not in known:
             oov += 1
             continue
@@ -353,7 +379,8 @@ def _parse_analogies(lines: Iterable[str], path, case_insensitive: bool) -> tupl
             if not line.strip():
                 continue  # gensim would fail on a blank line before the first section; we skip it
             raise DataError(
-                f'{path}: line {line_no + 1} comes before the first ": section" line; is this an analogy file?'
+                f'{path}: line {line_no + 1} comes before the first ": section" line; is this an analogy file? '
+                f'Give one in the Google analogies format (": section" lines, then "a b c d" lines)'
             )
         parts = line.split()
         if len(parts) != 4:

@@ -6,7 +6,8 @@
 
 Rows are written in vocabulary id order, which the Vocab contract makes frequency order (id = rank). Both files
 are written to temporary files next to the targets and renamed into place only when complete, so an interrupted
-export leaves the previous files (or none) behind, never a partial one. Load with:
+export (or a full disk) leaves the previous files (or none) behind, never a partial one; a path that cannot be
+written (a directory, under a regular file, no permission, no space) is one DataError line. Load with:
 
     KeyedVectors.load_word2vec_format(path, binary=..., fvocab=path + ".vocab")
 """
@@ -76,9 +77,31 @@ def export_word2vec(
     _check_words(words)
     if chunk_rows < 1:
         raise InputError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    num_words, dim = shape
     path = Path(path)
     vocab_path = path.with_name(path.name + ".vocab")
+    try:
+        _write(vectors, words, counts, path, vocab_path, binary, chunk_rows)
+    except OSError as e:  # a full disk, no permission, a path under a regular file, ...: nothing is left behind
+        raise DataError(f"cannot write the vectors to {str(path)!r}: {_why(e, path)}; give an output path in a "
+                        "writable directory with free space (export --out PATH)") from None
+    return path, vocab_path
+
+
+def _why(exc: OSError, path: Path) -> str:
+    if path.is_dir():
+        return "it is a directory (give a file path, e.g. DIR/vectors.txt)"
+    if isinstance(exc, (FileExistsError, NotADirectoryError)):
+        return "a part of its directory path is a file, not a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
+def _write(vectors, words: list[str], counts: np.ndarray, path: Path, vocab_path: Path, binary: bool,
+           chunk_rows: int) -> None:
+    num_words, dim = vectors.shape
+    if path.is_dir():
+        raise IsADirectoryError(21, "Is a directory", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_write_paths(path, vocab_path) as (tmp, tmp_vocab):
         with open(tmp, "wb") as f:
@@ -101,7 +124,6 @@ def export_word2vec(
             f.write("".join(f"{w} {int(n)}\n" for w, n in zip(words, counts.tolist())).encode())
             f.flush()
             os.fsync(f.fileno())
-    return path, vocab_path
 
 
 def _check_words(words: list[str]) -> None:

@@ -38,6 +38,7 @@ from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
+from ..data.subsample import keep_probability  # noqa: F401  (re-exported: part of this module's API)
 from ..errors import ConfigError, DataError
 
 __all__ = ["keep_probability", "SkipGramPairs", "heldout_pairs"]
@@ -48,25 +49,6 @@ _HELDOUT_PAIRS_TAG = 0x50414952  # "PAIR"
 _BLOCK = 1 << 20  # tokens per block where a loop over blocks bounds memory
 
 Batch = Tuple[np.ndarray, np.ndarray]
-
-
-def keep_probability(counts, sample: float) -> np.ndarray:
-    """word2vec's probability of keeping a token of each word: float64 ``(V,)``.
-
-    ``f = counts / counts.sum()``; ``keep = (sqrt(f / sample) + 1) * sample / f`` clipped to 1 (words with
-    ``f <= sample`` are always kept; a count of 0 gives 1). ``sample = 0``: all ones.
-    """
-    counts = np.asarray(counts, dtype=np.float64)  # (V,)
-    if sample < 0:
-        raise ConfigError(f"data.sample={sample!r} must be >= 0")
-    total = counts.sum()
-    if sample == 0 or total <= 0:
-        return np.ones_like(counts)
-    f = counts / total
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keep = (np.sqrt(f / sample) + 1.0) * sample / f
-    keep[~(f > 0)] = 1.0
-    return np.minimum(keep, 1.0)
 
 
 def _check_ids(ids, num_classes: Optional[int]) -> np.ndarray:

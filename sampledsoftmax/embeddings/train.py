@@ -23,6 +23,7 @@ from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError, DataError
 from ..training import loop
 from ..training.builders import build_loss_fn, build_optimizers, unique_params
+from ..training.memory import check_fits
 from ..training.run import amp_context, start_run
 from .config import Config
 from .evaluate import analogy, bias_diagnostics, exact_metrics, resolve_eval_path, word_similarity
@@ -112,6 +113,7 @@ class SkipGramTask:
     unit = "pairs"
 
     def __init__(self, cfg: Config, data: Data, ddp, device: torch.device):
+        check_fits(cfg, len(data.vocab), device)  # before the [V, d] tables and optimizer state are allocated
         self.cfg, self.data, self.ddp, self.device = cfg, data, ddp, device
         self.generator = torch.Generator(device=device).manual_seed(cfg.train.seed)  # same on every rank
         opt_name = cfg.optim.name

@@ -49,6 +49,7 @@ import yaml
 from ..embeddings.config import load_config
 from ..embeddings.train import train
 from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
+from ..training.builders import resolve_num_sampled
 from ..training.config import read_yaml
 from ..training.device import peak_mem_mb, resolve_device
 from . import curves
@@ -300,7 +301,7 @@ def _base_row(cell: Cell, cfg) -> dict:
     return {
         "cell": cell.id, "loss": lc.name,
         "sampler": lc.sampler if sampling else "",
-        "S": lc.num_sampled if sampling else "",
+        "S": (lc.num_sampled if lc.num_sampled is not None else "default") if sampling else "",  # see _train_cell
         "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
         "finish_with_full": lc.finish_with_full or "",
         "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
@@ -347,6 +348,8 @@ def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
     v = _trained_vocab_size(run_dir)
     if v is not None:
         row["V"] = v
+        if cfg.loss.name in _SAMPLING_LOSSES:  # the S the run used (null: the loss's default at this V)
+            row["S"] = resolve_num_sampled(cfg.loss.name, v, cfg.loss.num_sampled)
     try:
         s = _scalars(run_dir)
     except Exception:  # noqa: BLE001 - missing perf numbers do not fail a trained cell

@@ -65,8 +65,8 @@ class LMConfig:
     runs_root: str = "runs"
     data: LMDataConfig = field(default_factory=LMDataConfig)
     model: LMModelConfig = field(default_factory=LMModelConfig)
-    loss: LossConfig = field(default_factory=lambda: LossConfig(name="sampled", sampler="log_uniform",
-                                                                num_sampled=256, sparse=False))
+    # num_sampled: null, the loss's default at the run's V (training/builders.py:resolve_num_sampled)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(name="sampled", sampler="log_uniform", sparse=False))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(name="adam", alpha=0.002, min_alpha=0.0001,
                                                                    batch_size=32))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=2, log_every=50, checkpoint_every=500))

@@ -20,6 +20,7 @@ from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError
 from ..training import loop
 from ..training.builders import build_loss_fn, build_optimizers, unique_params
+from ..training.memory import check_fits
 from ..training.run import amp_context, start_run
 from .config import LMConfig
 from .data import LMBatches, eval_batches, sentences_to_stream
@@ -85,8 +86,7 @@ class LMTask:
         self.cfg, self.ddp, self.device = cfg, ddp, device
         v, mc = len(words), cfg.model
         self.num_classes = v
-        if cfg.loss.name != "full" and cfg.loss.name != "inbatch" and cfg.loss.num_sampled >= v:
-            raise ConfigError(f"loss.num_sampled={cfg.loss.num_sampled} must be below the vocabulary size {v}")
+        check_fits(cfg, v, device)  # before the [V, d] tables and optimizer state are allocated
         kw = dict(num_layers=mc.num_layers, dropout=mc.dropout)
         if mc.arch == "transformer":
             kw.update(num_heads=mc.num_heads, max_len=cfg.data.seq_len)

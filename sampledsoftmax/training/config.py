@@ -25,9 +25,11 @@ from typing import Any, Optional, Sequence, Union, get_args, get_origin, get_typ
 
 import yaml
 
+from ..data.textfile import read_text
 from ..errors import ConfigError, did_you_mean
 
 OPTIMIZERS = ("sgd", "adagrad", "adam", "sparse_adam")
+MAX_YAML_BYTES = 4 << 20  # a config or sweep file is a few kB; a larger "config" is a corpus given by mistake
 DEVICES = ("cpu", "cuda", "auto")
 # registry names that no trainer offers, and why (the message of the error)
 EXCLUDED_LOSSES = {"ova": "ova (one-vs-all) is a multi-label loss, not a skip-gram loss or a next-token loss"}
@@ -41,7 +43,10 @@ EXCLUDED_SAMPLERS = {
 class LossConfig:
     name: str = "negative"  # a name in sampledsoftmax.LOSSES except "ova"
     sampler: str = "unigram"  # a name in sampledsoftmax.SAMPLERS except "all" and "inbatch"
-    num_sampled: int = 5
+    # candidates per step of the losses that sample (sampled, nce, negative); null (the default) = the loss's own
+    # default at the run's vocabulary size V, so that loss.name alone switches losses: negative 5 (word2vec),
+    # sampled and nce ~1 % of V within [64, 1024] (training/builders.py:resolve_num_sampled); must be < V
+    num_sampled: Optional[int] = None
     ns_exponent: float = 0.75
     subtract_log_q: bool = True
     remove_accidental_hits: Optional[bool] = None  # None: the loss's default
@@ -55,8 +60,37 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adagrad | adam | sparse_adam
-    alpha: float = 0.025
+    """The optimizer and its learning rate (training/builders.py:build_optimizers).
+
+    `name`, and what it runs on the trainers' tables (the input table: the skip-gram model's word embedding or the
+    LM's token embedding; the output table: the loss's [V, d] weight and bias):
+
+    - ``sgd``: torch.optim.SGD (no momentum) on every parameter. Sparse row gradients (the skip-gram input table;
+      a sampled loss's output table with loss.sparse) update only the rows of the step. No optimizer state.
+    - ``adagrad``: torch.optim.Adagrad on every parameter, row updates for sparse gradients as SGD; one dense
+      accumulator per parameter (V x d per table).
+    - ``sparse_adam``: torch.optim.SparseAdam for the tables with sparse gradients (the skip-gram input table, a
+      sampled loss's output table with loss.sparse): "lazy" Adam, only the rows of the step move, and their
+      moments; torch.optim.Adam for every other parameter. Two dense moments per parameter (2 x V x d per table).
+    - ``adam``: in the skip-gram trainer the input table is then built with dense gradients and updated by dense
+      torch.optim.Adam, an O(V x d) update of every row on every step; a sampled output table with loss.sparse
+      still goes to SparseAdam. In train-lm (whose token embedding is always dense) adam and sparse_adam differ
+      only for a sampled output table with loss.sparse. Two moments per parameter.
+
+    `alpha`, the learning rate at the start of the run, decayed linearly to `min_alpha` over the run's budget, is
+    passed to the optimizer as its lr; what a unit of it means depends on how the trainer scales the loss:
+
+    - skip-gram trainer (`train`) with ``sgd``: the loss is SUMMED over the pairs of the (global) batch, so alpha
+      is word2vec's per-pair rate: each pair moves its rows by alpha x its own gradient, whatever the batch size
+      (word2vec/gensim's alpha = 0.025).
+    - skip-gram trainer with ``adagrad``, ``adam``, ``sparse_adam``: the loss is the batch MEAN (these optimizers
+      are invariant to the loss's scale, so alpha is their usual step size, e.g. 0.001-0.01 for Adam).
+    - LM trainer (`train-lm`), every optimizer: the loss is the MEAN over the batch's tokens, so with ``sgd`` alpha
+      is a per-batch rate (a per-token rate of alpha / (batch_size x seq_len)); with Adam the usual step size.
+    """
+
+    name: str = "sgd"  # sgd | adagrad | adam | sparse_adam: what each runs is in the docstring above
+    alpha: float = 0.025  # skip-gram + sgd: per pair (summed loss); otherwise per step on the batch mean
     min_alpha: float = 0.0001
     batch_size: int = 1024
 
@@ -187,15 +221,7 @@ def read_yaml(path: Union[str, Path], what: str = "config file", strict: bool = 
     naming the file (`what` says which kind): missing, unreadable, not UTF-8, a syntax error (with its line), a key
     given twice in one mapping (`strict`), or something other than a mapping at the top."""
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"cannot read {what} {name!r}: it does not exist; check the path") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"cannot read {what} {name!r}: it is not UTF-8 text (byte {e.start}); give a YAML "
-                          f"file saved as UTF-8") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {what} {name!r}: {e.strerror or e}") from None
+    text = read_text(path, what, "check the path: give a YAML file", error=ConfigError, max_bytes=MAX_YAML_BYTES)
     try:
         raw = yaml.load(text, Loader=_StrictLoader if strict else yaml.SafeLoader)
     except yaml.YAMLError as e:
@@ -241,7 +267,12 @@ def apply_override(raw: dict, text: str, root: type) -> None:
                 value = value_text.strip()  # a string field takes the text as written: name=42, token_pattern=[a-z]+
             node[part] = value
         else:
-            if not isinstance(node.get(part), dict):
+            current = node.get(part)
+            if current is not None and not isinstance(current, dict) and dataclasses.is_dataclass(tp):
+                # the file gave the section a value: an override must not silently replace the user's mistake
+                raise ConfigError(f"{prefix}{part}: expected a mapping of keys, got {current!r} "
+                                  f"({_type_name(current)}); fix the config file (e.g. {prefix}{part}: {{...}})")
+            if not isinstance(current, dict):
                 node[part] = {}
             cls, node = (tp if dataclasses.is_dataclass(tp) else None), node[part]
 
@@ -263,6 +294,55 @@ def _deepcopy(d: dict) -> dict:
 def config_to_dict(cfg: Any) -> dict:
     """Plain nested dict of builtins (YAML/JSON-ready), every key present."""
     return dataclasses.asdict(cfg)
+
+
+# What a checkpoint's saved state is shaped by: the weights (model.*, except dropout, which has none), the loss's
+# parameters and buffers (loss.name, loss.sampler) and the optimizers and their parameter groups (optim.name; and
+# loss.sparse under Adam, which splits the parameters between SparseAdam and Adam by it). A resumed run must keep
+# these; everything else (rates, budgets, evaluation, ...) may change.
+RESUME_KEYS = ("model.", "loss.name", "loss.sampler", "loss.sparse", "optim.name")
+_RESUME_FREE = ("model.dropout",)
+_SPLIT_BY_SPARSITY = ("adam", "sparse_adam")
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _yaml_text(value: Any) -> str:
+    return "null" if value is None else ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+def check_resume_config(saved: dict, cfg: Any, run_dir: Union[str, Path]) -> None:
+    """Raise a one-line ConfigError when `cfg` changes a key of :data:`RESUME_KEYS` from the value in `saved`, the
+    run's config as ``config_to_dict`` wrote it (its config.yaml, or a checkpoint's "config"): the saved weights,
+    loss state or optimizer state would not load. Keys missing from `saved` (an older run) are not compared."""
+    before, now = _flat(saved), _flat(config_to_dict(cfg))
+    for key, value in now.items():
+        if not key.startswith(RESUME_KEYS) or key in _RESUME_FREE or key not in before or before[key] == value:
+            continue
+        if key == "loss.sparse" and now.get("optim.name") not in _SPLIT_BY_SPARSITY:
+            continue  # SGD and Adagrad keep one parameter group whatever the gradients' layout
+        old = _yaml_text(before[key])
+        raise ConfigError(f"cannot --resume {run_dir}: it was trained with {key}={old}, not {_yaml_text(value)}; "
+                          f"resume with --set {key}={old}, or drop --resume to start a new run")
+
+
+def check_resumable_run(cfg: Any) -> None:
+    """Before any data is built: `cfg` against the config.yaml of the run it resumes (runs_root/name), by
+    :func:`check_resume_config`. A run without a readable config.yaml is left to the checkpoint's own checks."""
+    run_dir = Path(cfg.runs_root) / cfg.name
+    try:
+        saved = read_yaml(run_dir / "config.yaml", "run config")
+    except ConfigError:
+        return
+    check_resume_config(saved, cfg, run_dir)
 
 
 def save_config(cfg: Any, path: Union[str, Path]) -> Path:

@@ -57,7 +57,8 @@ def switch_to_full(task) -> None:
     cfg, old = task.cfg, task.loss_fn
     full = FullSoftmaxLoss(old.num_classes, old.dim, weight=old.weight, bias=old.bias,
                            label_smoothing=cfg.loss.label_smoothing, memory_budget_mb=cfg.loss.memory_budget_mb,
-                           ignore_index=old.ignore_index, reduction=old.reduction)
+                           ignore_index=old.ignore_index, reduction=old.reduction,
+                           validate=old.validate)
     full.train(old.training)
     lr = task.opts[0].param_groups[0]["lr"]
     opts = build_optimizers(cfg.optim.name, task.model, full, lr)
