@@ -199,7 +199,7 @@ def train_seconds(scalars: dict, total_steps: int, batch_size: int) -> tuple[flo
 
 
 def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str = "default",
-             log_every: int = 50, extra: tuple = ()) -> dict:
+             log_every: int = 50, extra: tuple = (), batch_size: int = 1024) -> dict:
     exe = [sys.executable, "-m", "sampledsoftmax"]
     overrides = [f"data.corpus={corpus_path}", f"train.epochs={epochs}", f"name={tag}", f"runs_root={out / 'runs'}",
                  f"data.cache_dir={out / 'cache'}", *OUR_OVERRIDES, f"train.log_every={log_every}", *extra]
@@ -219,7 +219,7 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str =
         raise SystemExit(f"error: cannot parse the trainer's output:\n{proc.stdout}")
     run_dir, steps = Path(m.group(1)), int(m.group(2))
     in_trainer = dict(kv.split("=", 1) for kv in m.group(3).split())
-    seconds, pairs = train_seconds(_scalars(run_dir), steps, 1024)
+    seconds, pairs = train_seconds(_scalars(run_dir), steps, batch_size)
     from sampledsoftmax.training.checkpoint import load_checkpoint
 
     # the trainer's own clock of the steps alone (pair generation excluded), where it keeps one: a cross-check
@@ -244,7 +244,7 @@ def run_ours(corpus_path: Path, epochs: int, out: Path, tag: str, threads: str =
             **evaluate_kv(kv)}
 
 
-def our_vocab_seconds(corpus_path: Path, epochs: int) -> tuple[float, int]:
+def our_vocab_seconds(corpus_path: Path, epochs: int, batch_size: int = 1024) -> tuple[float, int]:
     """Building our vocabulary and encoded corpus (load_corpus, no cache): what the trainer does before step 0.
     Also returns the number of steps the run will take (the trainer's own count: epochs x batches of epoch 0)."""
     from sampledsoftmax.embeddings.pairs import SkipGramPairs
@@ -253,7 +253,7 @@ def our_vocab_seconds(corpus_path: Path, epochs: int) -> tuple[float, int]:
     enc = corpus_mod.load_corpus(corpus_path, min_count=5, heldout_fraction=HELDOUT_FRACTION, seed=SEED,
                                  cache_dir=None)
     seconds = time.perf_counter() - t0
-    pairs = SkipGramPairs(enc.ids, enc.vocab.counts, window=5, sample=1e-3, batch_size=1024, seed=SEED)
+    pairs = SkipGramPairs(enc.ids, enc.vocab.counts, window=5, sample=1e-3, batch_size=batch_size, seed=SEED)
     return seconds, epochs * pairs.num_batches(0)
 
 
@@ -308,10 +308,17 @@ def main(argv=None) -> int:
                         "torch's own choice (e.g. default,1)")
     p.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
                    help="an extra --set for our trainer (repeatable), e.g. train.fused=false for the autograd path")
+    p.add_argument("--dim", type=int, default=100, help="vector size, both trainers (default: 100)")
+    p.add_argument("--batch-size", type=int, default=1024,
+                   help="our optim.batch_size: pairs per step (the compiled SGNS step updates pair by pair, so this "
+                        "is only its block size; default: 1024)")
     p.add_argument("--out", default="runs/compare_gensim")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.repeats < 1 or args.workers < 1:
-        raise SystemExit("error: --epochs, --repeats and --workers must be >= 1")
+    if args.epochs < 1 or args.repeats < 1 or args.workers < 1 or args.dim < 1 or args.batch_size < 1:
+        raise SystemExit("error: --epochs, --repeats, --workers, --dim and --batch-size must be >= 1")
+    GENSIM_ARGS["vector_size"] = args.dim
+    OUR_OVERRIDES[:] = [o for o in OUR_OVERRIDES if not o.startswith(("model.dim=", "optim.batch_size="))] + [
+        f"model.dim={args.dim}", f"optim.batch_size={args.batch_size}"]
     variants = [t.strip() for t in args.ours_threads.split(",") if t.strip()]
     if not variants or any(t != "default" and not (t.isdigit() and int(t) >= 1) for t in variants):
         raise SystemExit(f"error: --ours-threads {args.ours_threads!r}: give 'default' or positive integers")
@@ -327,9 +334,10 @@ def main(argv=None) -> int:
         print(f"[{i + 1}/{args.repeats}] gensim: train {g['train_s']:.2f} s", flush=True)
         runs.append(g)
         for threads in variants:
-            vocab_s, steps = our_vocab_seconds(corpus_path, args.epochs)
+            vocab_s, steps = our_vocab_seconds(corpus_path, args.epochs, args.batch_size)
             o = run_ours(corpus_path, args.epochs, out, tag=f"ours-r{i}-t{threads}", threads=threads,
-                         log_every=max(1, min(LOG_EVERY, steps // 10)), extra=tuple(args.ours_set))
+                         log_every=max(1, min(LOG_EVERY, steps // 10)), extra=tuple(args.ours_set),
+                         batch_size=args.batch_size)
             o["vocab_s"] = vocab_s
             print(f"[{i + 1}/{args.repeats}] {o['method']}: train {o['train_s']:.2f} s "
                   f"(CLI wall {o['cli_wall_s']:.1f} s)", flush=True)
@@ -354,7 +362,7 @@ def main(argv=None) -> int:
         f"repeats: {args.repeats} alternating (medians); gensim workers={args.workers}; "
         f"torch threads by default={torch.get_num_threads()}; {os.cpu_count()} CPUs; "
         f"{platform.processor() or platform.machine()}; python {platform.python_version()}, torch {torch.__version__}",
-        f"ours: {steps:,} steps of 1024 pairs; whole CLI run (start-up, vocabulary, exact evaluation at the start and "
+        f"dim {args.dim}; ours: {steps:,} steps of {args.batch_size} pairs; whole CLI run (start-up, vocabulary, exact evaluation at the start and "
         f"the end, checkpoints; export not included) {cli_wall:.1f} s median",
         "train s: training only (gensim: model.train; ours: sum of the trainer's perf/step_ms intervals); "
         "words/s = raw words per epoch x epochs / train s, the same numerator for both; "

@@ -134,9 +134,9 @@ def test_malformed_sweep_files(tmp_path, doc, match):
 def test_shipped_sweep_files_validate():
     root = Path(__file__).resolve().parent.parent / "configs"
     quick = load_sweep(root / "sweep_quick.yaml")
-    assert len(quick.cells) == 32
+    assert len(quick.cells) == 36
     full = load_sweep(root / "sweep.yaml")
-    assert len({c.id for c in full.cells}) == len(full.cells) == 62
+    assert len({c.id for c in full.cells}) == len(full.cells) == 56
     with pytest.raises(ConfigError, match="data.corpus 'data/text8' does not exist"):  # the user's corpus
         load_sweep(root / "sweep_text.yaml")
     text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file
