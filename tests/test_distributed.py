@@ -119,6 +119,29 @@ def test_two_ranks_reproduce_one_process_with_the_doubled_batch(tmp_path):
     assert bad.returncode == 2 and "resume with the same number" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.parametrize("case", ["negative", "learned_unigram"])
+def test_two_ranks_take_their_rows_of_the_global_batchs_sample(tmp_path, case):
+    """Per-example negatives and a sampler that learns from the targets: each rank takes its rows of the sample the
+    global batch gets (training/grouped.py), so 2 ranks x 128 train exactly as 1 process x 256 (before, every rank
+    drew the same negatives for different pairs, and learned_unigram learned from half the targets)."""
+    extra = {"negative": ["loss.name=negative", "loss.num_sampled=5", "loss.sampler=unigram",
+                          "train.kernel=false", "train.fused=false"],  # the autograd path: the loss's own draws
+             "learned_unigram": ["loss.sampler=learned_unigram"]}[case]
+    two = torchrun(["-m", "sampledsoftmax", *_train_args(tmp_path, "two", 128, *extra)])
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = cli(_train_args(tmp_path, "one", 256, *extra))
+    assert one.returncode == 0, one.stderr[-3000:]
+    s2, s1 = scalars(tmp_path / "two"), scalars(tmp_path / "one")
+    for tag in ("train/objective", "eval/full_ce", "eval/top10"):
+        assert [s for s, _ in s2[tag]] == [s for s, _ in s1[tag]], tag
+        assert [v for _, v in s2[tag]] == pytest.approx([v for _, v in s1[tag]], rel=1e-4, abs=1e-5), tag
+    if case == "learned_unigram":  # the sampler's counts: the global batch's targets on rank 0, as in one process
+        a = load_checkpoint(tmp_path / "two" / "last.pt")["loss"]
+        b = load_checkpoint(tmp_path / "one" / "last.pt")["loss"]
+        counts = [k for k in a if k.endswith("counts")]
+        assert counts and all(torch.equal(a[k], b[k]) for k in counts)
+
+
 def test_two_rank_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path):
     extra = [*TINY, "optim.batch_size=128", "train.checkpoint_every=10"]
     full = torchrun(["-m", "sampledsoftmax", *_train_args(tmp_path, "full", 128, "train.checkpoint_every=10")])

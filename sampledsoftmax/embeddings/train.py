@@ -23,6 +23,7 @@ from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError, DataError
 from ..training import loop
 from ..training.builders import build_loss_fn, build_optimizers, unique_params
+from ..training.grouped import GROUPED_LOSSES, attach_group, group_sample
 from ..training.memory import check_fits
 from ..training.run import amp_context, start_run
 from .config import Config
@@ -128,6 +129,8 @@ class SkipGramTask:
         # word2vec's setup skips autograd and the optimizer; never under torchrun (gradient exchange)
         self.fused = cfg.train.fused and not ddp.enabled and can_fuse(cfg, self.model, self.loss_fn)
         self.amp = amp_context(cfg)
+        # torchrun: each rank takes its rows of the global batch's candidate sample (training/grouped.py)
+        self.grouped = ddp.enabled and cfg.loss.name in GROUPED_LOSSES
         self.noise, self.note = None, ""  # the compiled per-pair step (word2vec's loop) where it applies
         if self.fused and cfg.train.kernel and device.type == "cpu":
             ok, why = kernel_supports(self.model, self.loss_fn)
@@ -138,9 +141,13 @@ class SkipGramTask:
                 self.note = f"; compiled SGNS step off: {why}"
 
     def batches(self, epoch: int, start_batch: int):
-        return self.data.pairs.epoch_batches(epoch, start_batch=start_batch)
+        stream = self.data.pairs.epoch_batches(epoch, start_batch=start_batch)
+        return attach_group(stream, self.ddp.world, lambda b: b[1]) if self.grouped else stream
 
     def step(self, batch, lr: float, ctl, index: int) -> tuple[torch.Tensor, int]:
+        group = None
+        if self.grouped:
+            batch, *group = batch  # (pairs, the group's targets, this batch's offset in them)
         centers, contexts = batch
         if self.noise is not None and self.fused:  # word2vec's per-pair loop, compiled (embeddings/sgns_kernel.py)
             loss = kernel_sgns_step(self.model, self.loss_fn, centers, contexts, lr, self.scale, self.noise,
@@ -152,8 +159,9 @@ class SkipGramTask:
         if self.fused:  # the same SGD step, gradients by hand (see embeddings/fused.py)
             loss = fused_sgns_step(self.model, self.loss_fn, c, x, lr, self.scale)
         else:
+            sample = group_sample(self.loss_fn, *group, len(x)) if group and self.loss_fn.is_sampled else None
             with self.amp:
-                loss = self.loss_fn(self.model(c), x)
+                loss = self.loss_fn(self.model(c), x, sample=sample)
             loop.autograd_step(self, loss, self.scale, ctl)
         return loss, len(centers)
 

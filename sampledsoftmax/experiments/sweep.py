@@ -111,7 +111,7 @@ def _id_part(key: str, value: Any) -> str:
         return f"min{value}"
     if key == "loss.subtract_log_q":
         return "logq" if value else "nologq"
-    if key == "eval.curve_points":  # how a cell is observed, not what it trains: not part of its id
+    if key in ("eval.curve_points", "data.max_heldout_pairs"):  # how a cell is observed, not what it trains
         return ""
     if key == "train.max_seconds":
         return f"{_fmt_value(value)}s"

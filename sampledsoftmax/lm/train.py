@@ -20,6 +20,7 @@ from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError
 from ..training import loop
 from ..training.builders import build_loss_fn, build_optimizers, unique_params
+from ..training.grouped import GROUPED_LOSSES, attach_group, group_sample
 from ..training.memory import check_fits
 from ..training.run import amp_context, start_run
 from .config import LMConfig
@@ -107,14 +108,20 @@ class LMTask:
         self.total = cfg.train.max_steps or cfg.train.epochs * (n // ddp.world)
         self.clip = None if (cfg.loss.sparse and self.loss_fn.is_sampled) else 1.0  # clipping needs dense grads
         self.amp = amp_context(cfg)
+        self.grouped = ddp.enabled and cfg.loss.name in GROUPED_LOSSES  # ranks share the global sample
 
     def batches(self, epoch: int, start_batch: int):
-        return self.data.epoch_batches(epoch, start_batch=start_batch)
+        stream = self.data.epoch_batches(epoch, start_batch=start_batch)
+        return attach_group(stream, self.ddp.world, lambda b: b[1]) if self.grouped else stream
 
     def step(self, batch, lr: float, ctl, index: int) -> tuple[torch.Tensor, int]:
+        group = None
+        if self.grouped:
+            batch, *group = batch  # (batch, the group's targets, this batch's offset in them)
         x, y = (t.to(self.device) for t in batch)
+        sample = group_sample(self.loss_fn, *group, y.numel()) if group and self.loss_fn.is_sampled else None
         with self.amp:
-            loss = self.loss_fn(self.model(x), y)  # hidden (B, T, d), targets (B, T)
+            loss = self.loss_fn(self.model(x), y, sample=sample)  # hidden (B, T, d), targets (B, T)
         loop.autograd_step(self, loss, 1.0 / self.ddp.world, ctl, clip=self.clip)  # the global batch's mean
         return loss, y.numel()
 

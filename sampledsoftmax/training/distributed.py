@@ -20,8 +20,9 @@ What happens (``Dist`` below):
   coalesces. That works on gloo and on NCCL (which has no sparse all-reduce), and moves only the rows touched.
   ``DistributedDataParallel`` is not used because its reducer only accepts sparse gradients from
   ``nn.Embedding(sparse=True)`` and NCCL cannot reduce them; the reduction is the same sum DDP would compute.
-- **Sampling**: every rank seeds its candidate sampler identically, so a shared-negative loss draws one sample per
-  global step, as a single process does with the whole batch.
+- **Sampling**: every rank seeds its candidate sampler identically and draws the sample of the whole global batch
+  (the other ranks' targets are in the same stream), keeping its own rows (``grouped``): one shared sample per
+  global step, per-example negatives that differ across ranks, a learned sampler that sees every target.
 - **Side effects**: only rank 0 evaluates, writes TensorBoard and checkpoints. Metrics such as the training
   objective and throughput are reduced over ranks. Stop decisions (Ctrl-C on any rank, the wall-clock budget) are
   agreed by an all-reduce each step, so no rank is left waiting in a collective.
