@@ -559,32 +559,56 @@ def chunked_topk(
         return _chunked_topk(hidden, weight, bias, k, memory_budget_mb)
 
 
-def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
+class _OnlineLSE:
+    """The running log-sum-exp of rows of logits seen one column block at a time: max m and Σ exp(z - m) per row."""
+
+    def __init__(self, rows: int, dtype: torch.dtype, device):
+        self.m = torch.full((rows,), -math.inf, dtype=dtype, device=device)
+        self.s = torch.zeros(rows, dtype=dtype, device=device)
+
+    def add(self, z: Tensor) -> None:
+        m_new = torch.maximum(self.m, z.amax(1))
+        self.s = self.s * (self.m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
+        self.m = m_new
+
+    def value(self) -> Tensor:
+        return self.m + self.s.log()
+
+
+def _logit_blocks(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], memory_budget_mb: Optional[float]):
+    """The (N, V) logits without the (N, V) tensor: yields (r0, h, columns) per block of rows, `columns` yielding
+    (c0, z) with z the fp32 (fp64 for fp64 inputs) logits of rows r0.. and columns c0.. of the block."""
     n, v = hidden.shape[0], weight.shape[0]
     cdt = _matmul_dtype(hidden, weight)
-    acc = _acc_dtype(cdt)
     rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
-    ids_out = torch.empty(n, k, dtype=torch.long, device=hidden.device)
-    probs_out = torch.empty(n, k, dtype=acc, device=hidden.device)
+
+    def columns(h):
+        for c0 in range(0, v, cols):
+            yield c0, _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
+
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]
+        yield r0, h, columns(h)
+
+
+def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
+    n = hidden.shape[0]
+    acc = _acc_dtype(_matmul_dtype(hidden, weight))
+    ids_out = torch.empty(n, k, dtype=torch.long, device=hidden.device)
+    probs_out = torch.empty(n, k, dtype=acc, device=hidden.device)
+    for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb):
         best_v = torch.full((h.shape[0], 0), -math.inf, dtype=acc, device=h.device)
         best_i = torch.zeros((h.shape[0], 0), dtype=torch.long, device=h.device)
-        m = torch.full((h.shape[0],), -math.inf, dtype=acc, device=h.device)
-        s = torch.zeros(h.shape[0], dtype=acc, device=h.device)
-        for c0 in range(0, v, cols):
-            z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
-            m_new = torch.maximum(m, z.amax(1))
-            s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
-            m = m_new
+        lse = _OnlineLSE(h.shape[0], acc, h.device)
+        for c0, z in columns:
+            lse.add(z)
             top_v, top_i = z.topk(min(k, z.shape[1]), dim=1)
             cand_v = torch.cat([best_v, top_v], 1)
             cand_i = torch.cat([best_i, top_i + c0], 1)
             best_v, pos = cand_v.topk(min(k, cand_v.shape[1]), dim=1)
             best_i = cand_i.gather(1, pos)
-        lse = m + s.log()
-        ids_out[r0 : r0 + rows] = best_i
-        probs_out[r0 : r0 + rows] = (best_v - lse[:, None]).exp()
+        ids_out[r0 : r0 + h.shape[0]] = best_i
+        probs_out[r0 : r0 + h.shape[0]] = (best_v - lse.value()[:, None]).exp()
     return ids_out, probs_out
 
 
@@ -602,28 +626,22 @@ def chunked_nll_and_rank(
         hidden (N, d), target (N,) int64 in [0, V) -> nll (N,) fp32 (fp64 for fp64 inputs), rank (N,) int64
     """
     with torch.no_grad(), autocast_off(hidden.device.type):
-        n, v = hidden.shape[0], weight.shape[0]
-        cdt = _matmul_dtype(hidden, weight)
-        acc = _acc_dtype(cdt)
-        rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
+        n = hidden.shape[0]
+        acc = _acc_dtype(_matmul_dtype(hidden, weight))
         nll = torch.empty(n, dtype=acc, device=hidden.device)
         rank = torch.zeros(n, dtype=torch.long, device=hidden.device)
-        for r0 in range(0, n, rows):
-            h, t = hidden[r0 : r0 + rows], target[r0 : r0 + rows]
+        for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb):
+            r1, t = r0 + h.shape[0], target[r0 : r0 + h.shape[0]]
             zt = (h.to(acc) * weight[t].to(acc)).sum(1)  # (r,) the target logits, row by row
             if bias is not None:
                 zt += bias[t].to(acc)
-            m = torch.full((h.shape[0],), -math.inf, dtype=acc, device=h.device)
-            s = torch.zeros(h.shape[0], dtype=acc, device=h.device)
-            for c0 in range(0, v, cols):
-                z = _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
-                m_new = torch.maximum(m, z.amax(1))
-                s = s * (m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
-                m = m_new
+            lse = _OnlineLSE(h.shape[0], acc, h.device)
+            for c0, z in columns:
+                lse.add(z)
                 own = (t >= c0) & (t < c0 + z.shape[1])  # the target's own column never outranks it
                 z[own, (t[own] - c0)] = -math.inf
-                rank[r0 : r0 + rows] += (z > zt[:, None]).sum(1)
-            nll[r0 : r0 + rows] = m + s.log() - zt
+                rank[r0:r1] += (z > zt[:, None]).sum(1)
+            nll[r0:r1] = lse.value() - zt
         return nll, rank
 
 

@@ -66,9 +66,9 @@ def exact_metrics(
 ) -> dict[str, float]:
     """Exact full-softmax cross entropy, perplexity and top-k accuracy of `model` + `loss_fn` on (center, context).
 
-    full_ce = mean of `loss_fn.exact_nll(model(centers), contexts)` (nats), ppl = exp(full_ce), and "top{k}" = the
-    fraction of contexts among `loss_fn.predict_topk`'s k best (k is capped at V). Batches of `batch_size` pairs,
-    float64 sums, one host sync at the end. Modes of `model` and `loss_fn` are left as they were.
+    full_ce = mean exact NLL of the contexts (nats), ppl = exp(full_ce), and "top{k}" = the fraction of contexts
+    ranked among the k best classes (k is capped at V; ties count for the context), both from one chunked pass over V
+    per batch (`loss_fn.exact_nll_and_rank`). Batches of `batch_size` pairs, float64 sums, one host sync at the end. Modes of `model` and `loss_fn` are left as they were.
 
     Shape:
         centers (N,), contexts (N,) int (tensor or numpy) -> {"full_ce", "ppl", "top1", "top10"} (for topk=(1, 10))
@@ -90,15 +90,9 @@ def exact_metrics(
         c = _as_ids(centers[i : i + batch_size], device)  # (B,)
         t = _as_ids(contexts[i : i + batch_size], device)  # (B,)
         hidden = model(c)  # (B, d)
-        if hasattr(loss_fn, "exact_nll_and_rank"):  # CE and top-k in one pass over V
-            nll, rank = loss_fn.exact_nll_and_rank(hidden, t)  # (B,), (B,)
-            nll_sum += nll.double().sum()
-            hits += torch.stack([(rank < k).sum() for k in ks])
-            continue
-        nll_sum += loss_fn.exact_nll(hidden, t).double().sum()
-        ids, _ = loss_fn.predict_topk(hidden, ks[-1])  # (B, kmax), best first
-        found = ids == t.unsqueeze(1)  # (B, kmax)
-        hits += torch.stack([found[:, :k].any(1).sum() for k in ks])
+        nll, rank = loss_fn.exact_nll_and_rank(hidden, t)  # (B,), (B,): CE and top-k in one pass over V
+        nll_sum += nll.double().sum()
+        hits += torch.stack([(rank < k).sum() for k in ks])
     full_ce = float(nll_sum) / n  # the one host sync
     hit_counts = hits.tolist()
     out = {"full_ce": full_ce, "ppl": math.exp(full_ce) if full_ce < 709.0 else math.inf}

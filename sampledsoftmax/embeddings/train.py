@@ -11,7 +11,6 @@ Adagrad/Adam (scale-invariant) it is the mean. `train/objective` always logs the
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -136,7 +135,7 @@ class SkipGramTask:
             ok, why = kernel_supports(self.model, self.loss_fn)
             if ok:
                 self.noise = NoiseTable.from_sampler(self.loss_fn.sampler)
-                self.threads = 1 if cfg.train.deterministic else (cfg.train.threads or os.cpu_count() or 1)
+                self.threads = 1 if cfg.train.deterministic else (cfg.train.threads or None)  # None: every CPU
             else:
                 self.note = f"; compiled SGNS step off: {why}"
 
@@ -151,8 +150,7 @@ class SkipGramTask:
         centers, contexts = batch
         if self.noise is not None and self.fused:  # word2vec's per-pair loop, compiled (embeddings/sgns_kernel.py)
             loss = kernel_sgns_step(self.model, self.loss_fn, centers, contexts, lr, self.scale, self.noise,
-                                    seed=self.cfg.train.seed, step=index, threads=self.threads,
-                                    deterministic=self.cfg.train.deterministic)
+                                    seed=self.cfg.train.seed, step=index, threads=self.threads)
             return loss, len(centers)
         c = torch.as_tensor(centers, device=self.device)
         x = torch.as_tensor(contexts, device=self.device)

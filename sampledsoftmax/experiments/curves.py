@@ -81,10 +81,16 @@ def write_curves(out_dir: Path, points: list[dict]) -> Path:
     for p in points:
         w.writerow({k: _fmt(p.get(k)) for k in CURVE_COLUMNS})
     path = out_dir / "curves.csv"
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(buf.getvalue(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, buf.getvalue())
     return path
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_curves(path: Path) -> list[dict[str, str]]:

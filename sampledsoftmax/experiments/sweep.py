@@ -36,7 +36,6 @@ import csv
 import io
 import itertools
 import math
-import os
 import re
 import statistics
 import sys
@@ -234,13 +233,6 @@ def _read_results(path: Path) -> list[dict[str, str]]:
         return [dict(r) for r in csv.DictReader(f)]
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _fmt_cell(value: Any) -> str:
     if value is None:
         return ""
@@ -258,7 +250,7 @@ def write_results(out_dir: Path, rows: list[dict]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: _fmt_cell(r.get(k)) for k in COLUMNS})
-    _atomic_write(out_dir / "results.csv", buf.getvalue())
+    curves.atomic_write(out_dir / "results.csv", buf.getvalue())
 
     def key(r: dict) -> tuple:
         try:
@@ -271,7 +263,7 @@ def write_results(out_dir: Path, rows: list[dict]) -> None:
     lines = ["| " + " | ".join(md_cols) + " |", "|" + "|".join("---" for _ in md_cols) + "|"]
     for r in sorted(rows, key=key):
         lines.append("| " + " | ".join(_fmt_cell(r.get(c)).replace("|", "\\|") for c in md_cols) + " |")
-    _atomic_write(out_dir / "results.md", "\n".join(lines) + "\n")
+    curves.atomic_write(out_dir / "results.md", "\n".join(lines) + "\n")
 
 
 def _scalars(run_dir: Path) -> dict[str, list[float]]:

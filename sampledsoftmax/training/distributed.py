@@ -187,18 +187,24 @@ class Dist:
             dist.barrier(group=self.group)
 
 
+def groups_of(batches: Iterable[T], world: int) -> Iterator[list[T]]:
+    """Consecutive groups of `world` items of `batches`; a last incomplete group is dropped."""
+    group: list[T] = []
+    for b in batches:
+        group.append(b)
+        if len(group) == world:
+            yield group
+            group = []
+
+
 def shard_batches(batches: Iterable[T], rank: int, world: int) -> Iterator[T]:
     """Every `world`-th item of `batches`, starting at `rank`; a last incomplete group of `world` items is dropped,
     so every rank yields the same number of items."""
     if world == 1:
         yield from batches
         return
-    group: list[T] = []
-    for b in batches:
-        group.append(b)
-        if len(group) == world:
-            yield group[rank]
-            group = []
+    for group in groups_of(batches, world):
+        yield group[rank]
 
 
 def init_from_env(device_name: str) -> tuple[Dist, torch.device]:

@@ -21,6 +21,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..samplers import CandidateSample
+from .distributed import groups_of
 
 # losses whose candidates come from loss_fn.sample (in-batch takes the batch's own targets; full samples nothing)
 GROUPED_LOSSES = ("sampled", "nce", "negative")
@@ -30,17 +31,13 @@ def attach_group(stream: Iterable, world: int, target_of: Callable) -> Iterator[
     """Yield ``(batch, group_targets, offset)`` for every batch of `stream`: the flattened targets of its group of
     `world` consecutive batches (the group ``shard_batches`` deals out) and the position of the batch's first target
     in them. An incomplete last group is dropped, as ``shard_batches`` drops it."""
-    group: list = []
-    for b in stream:
-        group.append(b)
-        if len(group) == world:
-            targets = [torch.as_tensor(target_of(x)).reshape(-1) for x in group]
-            flat = torch.cat(targets)  # (N_global,)
-            offset = 0
-            for x, t in zip(group, targets):
-                yield x, flat, offset
-                offset += t.numel()
-            group = []
+    for group in groups_of(stream, world):
+        targets = [torch.as_tensor(target_of(x)).reshape(-1) for x in group]
+        flat = torch.cat(targets)  # (N_global,)
+        offset = 0
+        for x, t in zip(group, targets):
+            yield x, flat, offset
+            offset += t.numel()
 
 
 def group_sample(loss_fn, group_targets: torch.Tensor, offset: int, n: int) -> CandidateSample:

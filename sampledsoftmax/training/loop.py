@@ -100,7 +100,7 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
                         p.finishing = True
                     lr = lr_at_progress(progress, cfg.optim.alpha, cfg.optim.min_alpha)
                     set_lr(task.opts, lr)
-                    if curve.due(progress) | (p.step % cfg.eval.every == 0):
+                    if curve.due(progress) | (p.step % cfg.eval.every == 0):  # `|`: due() always advances
                         p.curve_done = curve.done
                         metrics = evaluate(task, ddp, run_dir, p, budget, log)
                         meter.reset()  # evaluation is not training throughput
