@@ -349,9 +349,12 @@ def _out_of_space(exc: BaseException | None) -> OSError | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return the exit code (0 ok, 1 a benchmark cell failed, 2 a user error)."""
+    ok = False
     try:
         args = build_parser().parse_args(argv)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        ok = code == 0
+        return code
     except SampledSoftmaxError as e:
         message = " ".join(str(e).split("\n")) or type(e).__name__
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank fails alike: one line, from rank 0
@@ -376,4 +379,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "torch.distributed" in sys.modules:
             from .training.distributed import shutdown
 
-            shutdown()
+            shutdown(synchronize=ok)

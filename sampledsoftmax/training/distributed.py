@@ -229,6 +229,11 @@ def init_from_env(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
-def shutdown() -> None:
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the job. `synchronize` (a command that ended well on every rank): meet the other ranks first, so no rank
+    tears down its connections while a peer's last messages are still in flight (gloo then aborts that peer with
+    "terminate called without an active exception"). Never after an error: the other ranks may not get there."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()

@@ -66,4 +66,4 @@ if __name__ == "__main__":
         raise SystemExit(f"unknown mode {mode}")
     from sampledsoftmax.training.distributed import shutdown
 
-    shutdown()
+    shutdown(synchronize=True)
