@@ -499,3 +499,40 @@ def test_inbatch_log_q_is_the_subsampled_context_distribution_of_the_pair_stream
     # raw counts (the stream before subsampling) would be off by log(keep) ~ -2.5 nats for the most frequent words
     raw = np.log(batch * data.vocab.counts / data.vocab.counts.sum())
     assert np.abs(raw[frequent] - np.log(batch * p_context[frequent])).max() > 1.0
+
+
+def test_heldout_pairs_and_the_initial_bias_follow_the_training_streams_distribution(tmp_path):
+    """With data.sample > 0 the batches' contexts come from the subsampled stream: the held-out pairs are drawn the
+    same way (eval.heldout: training, the default) and the output bias starts at that stream's log-frequencies. Before,
+    both used the raw counts, so the exact held-out CE of every loss rose from its step-0 value while the model
+    learnt the subsampled frequencies it is trained on."""
+    import torch
+
+    from sampledsoftmax.embeddings.config import load_config
+    from sampledsoftmax.embeddings.train import build_data
+    from sampledsoftmax.training.builders import build_loss_fn
+
+    rng = np.random.default_rng(1)
+    words = np.array([f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)])
+    zipf = 1.0 / np.arange(1, 201)
+    tokens = words[rng.choice(200, size=(4000, 50), p=zipf / zipf.sum())]
+    path = tmp_path / "zipf.txt"
+    path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
+    base = [f"data.corpus={path}", "data.sample=1e-3", "data.min_count=1", "loss.name=full",
+            "data.heldout_fraction=0.2", "data.max_heldout_pairs=1000000", f"runs_root={tmp_path}",
+            "data.cache_dir=null"]
+    data = build_data(load_config(None, base))
+    v = len(data.vocab)
+    train = np.zeros(v)
+    for _, contexts in data.pairs.epoch_batches(0):
+        train += np.bincount(contexts, minlength=v)
+    train /= train.sum()
+    held = np.bincount(data.eval_contexts.numpy(), minlength=v) / len(data.eval_contexts)
+    top = slice(0, 5)  # the frequent words, where subsampling matters (keep ~ 0.2-0.5)
+    assert np.abs(held[top] / train[top] - 1).max() < 0.1, held[top] / train[top]
+    raw = build_data(load_config(None, [*base, "eval.heldout=all"]))  # every pair: the raw frequencies
+    held_raw = np.bincount(raw.eval_contexts.numpy(), minlength=v) / len(raw.eval_contexts)
+    assert held_raw[0] > 1.5 * train[0]
+    loss_fn = build_loss_fn(load_config(None, base), data.vocab, torch.Generator().manual_seed(0))
+    p0 = torch.softmax(loss_fn.bias.detach().double(), 0).numpy()  # the initial model: a unigram over the classes
+    assert np.abs(p0[top] / train[top] - 1).max() < 0.1, p0[top] / train[top]

@@ -221,6 +221,36 @@ def test_chunking_does_not_change_the_pairs_of_an_epoch():
     assert sets[0] == sets[1]  # subsampling depends on (seed, epoch) only, and no pair is lost at chunk edges
 
 
+@pytest.mark.parametrize("mix", [3, 4])
+def test_mixed_chunks_keep_the_epochs_pairs_mix_the_stretches_and_resume_exactly(mix):
+    """data.mix_chunks = K: the same pairs as K = 1 (a permutation of the epoch), a batch drawn from K chunks at once,
+    and start_batch still yields exactly the stream's tail (including a batch that spans two groups)."""
+    n, chunk = 6000, 200
+    ids = positional_corpus(n, seed=14, break_rate=0.0)  # the center's id is its position: its chunk is id // 200
+    kw = dict(window=2, sample=0, dynamic_window=True, batch_size=64, seed=3, chunk_tokens=chunk)
+    one = SkipGramPairs(ids, np.ones(n, dtype=np.int64), **kw)
+    mixed = SkipGramPairs(ids, np.ones(n, dtype=np.int64), **kw, mix_chunks=mix)
+    plain, full = list(one.epoch_batches(0)), list(mixed.epoch_batches(0))
+    assert as_counter(*collect(iter(full))) == as_counter(*collect(iter(plain)))
+    order = one.chunk_order(0)
+    first_group = set(order[:mix].tolist())
+    for batches, want in ((plain, 1), (full, mix)):  # chunks per batch, over the first group's batches
+        spans = [len(set((c // chunk).tolist())) for c, _ in batches[:5]]
+        assert max(spans) == want, spans
+    assert {int(i) // chunk for centers, _ in full[:5] for i in centers} <= first_group
+    sizes = np.cumsum(one.chunk_pair_counts(0)[order])
+    across = int(sizes[mix - 1] // 64)  # the batch spanning the first and second groups
+    for k in sorted({1, across, across + 1, len(full) - 1}):
+        fresh = SkipGramPairs(ids, np.ones(n, dtype=np.int64), **kw, mix_chunks=mix)
+        resumed = list(fresh.epoch_batches(0, start_batch=k))
+        assert len(resumed) == len(full) - k
+        for (c1, x1), (c2, x2) in zip(resumed, full[k:]):
+            np.testing.assert_array_equal(c1, c2)
+            np.testing.assert_array_equal(x1, x2)
+    with pytest.raises(ConfigError, match="data.mix_chunks"):
+        SkipGramPairs(ids, np.ones(n, dtype=np.int64), **kw, mix_chunks=0)
+
+
 # ---- held-out pairs --------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("block", [1, 5, 1 << 20])
@@ -255,6 +285,34 @@ def test_heldout_pairs_capped_uniformly():
     assert len(set(np.abs(c[:50] - x[:50]).tolist())) > 1
     assert heldout_pairs(ids, 4, max_pairs=0)[0].shape == (0,)
     assert heldout_pairs(np.array([-1, 3, -1, 4]), 2)[0].shape == (0,)
+
+
+def test_heldout_pairs_drawn_like_training_follow_its_offset_and_keep_distributions():
+    """eval.heldout = "training": reduced windows b ~ U{1..W} (an offset o is kept with probability (W-o+1)/W) and
+    word2vec's subsampling before windowing, as the training stream has them."""
+    window, n = 5, 40_000
+    ids = positional_corpus(n, seed=12, break_rate=0.0)  # distinct ids: a pair's offset is |center - context|
+    c, x = heldout_pairs(ids, window, None, seed=1, dynamic_window=True)
+    full = heldout_pairs(ids, window, None, seed=1)
+    assert set(as_counter(c, x)) <= set(as_counter(*full))
+    dist = np.bincount(np.abs(c - x), minlength=window + 1)[1:]  # (W,) pairs per offset
+    expected = np.bincount(np.abs(full[0] - full[1]), minlength=window + 1)[1:] * (window - np.arange(window)) / window
+    chi2 = float(((dist - expected) ** 2 / expected).sum())
+    assert chi2 < chi2_quantile(window - 1), (dist, expected)
+    c2, x2 = heldout_pairs(ids, window, None, seed=1, block=777, dynamic_window=True)  # the block size: no effect
+    np.testing.assert_array_equal(c, c2)
+    np.testing.assert_array_equal(x, x2)
+    # subsampling: the contexts' word frequencies are counts x keep (breaks kept, so no pair crosses a sentence)
+    vocab, sample = 40, 1e-2
+    ids = random_corpus(200_000, vocab, seed=13, break_rate=0.02)
+    counts = counts_of(ids, vocab)
+    keep = keep_probability(counts, sample)
+    _, ctx = heldout_pairs(ids, 2, None, seed=2, keep=keep)
+    got = np.bincount(ctx, minlength=vocab) / len(ctx)
+    want = counts * keep / (counts * keep).sum()
+    assert np.abs(got / want - 1).max() < 0.05, got / want
+    raw = counts / counts.sum()
+    assert got[0] < 0.6 * raw[0]  # the most frequent word: far below its raw frequency, as in training
 
 
 # ---- errors ----------------------------------------------------------------------------------------------------------

@@ -292,8 +292,11 @@ def test_hogwild_threads_compute_the_same_step_up_to_races():
         runs[threads] = sk.sgns_update(*w, centers, contexts, lr_start=5e-4, noise=noise, threads=threads), w
     assert runs[2][0] == pytest.approx(runs[1][0], rel=1e-2)
     w0 = _tables(False)
-    for a, b, before in zip(runs[1][1][:2], runs[2][1][:2], w0[:2]):  # the chunks reorder the pairs: O(lr^2)
-        assert np.abs(b - a).max() < 0.05 * np.abs(a - before).max()
+    for a, b, before in zip(runs[1][1][:2], runs[2][1][:2], w0[:2]):
+        # the chunks reorder the pairs (O(lr^2) apart) and a Hogwild race may lose one pair's write to a row (O(lr)
+        # on that row: an element-wise max bound failed ~1 in 5 runs): bound the whole table's difference instead;
+        # a thread that skipped or repeated its chunk would be ~50 % off (threads see each other's stale rows)
+        assert np.linalg.norm(b - a) < 0.1 * np.linalg.norm(a - before)  # measured 0.01-0.04
 
 
 # ------------------------------------------------------------------------------------------------ the trainer's view

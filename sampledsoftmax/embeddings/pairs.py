@@ -17,6 +17,12 @@ One epoch of :class:`SkipGramPairs`, as word2vec.c / gensim:
    are visited in the order ``np.random.default_rng([seed, epoch, 2]).permutation(num_chunks)``. A batch is thus a
    uniform sample of one ~65k-token stretch of text, and consecutive stretches are far apart. Chunks are this small
    because a shuffle that fits in the CPU cache is ~4x cheaper per pair than one over 2**20 tokens (~6M pairs).
+   ``mix_chunks = K > 1``: the visiting order is cut into groups of K consecutive chunks, and the pairs of a group
+   are shuffled together once more (``np.random.default_rng([seed, epoch, 3, g])`` for group ``g``): a batch is then
+   a uniform sample of K stretches from anywhere in the corpus. On text whose topic changes by the page (manuals,
+   Wikipedia articles, the Debian corpus) a batch of one stretch is one topic, and ~500 consecutive batches drag the
+   output layer toward it: the held-out CE of a short run rises where a mixed stream lets it fall. K = 1 is word2vec's
+   sequential stream (and the cheapest).
 4. **Batches**: the pair stream of the epoch (chunks concatenated in that order) is cut into batches of
    ``batch_size`` pairs; only the epoch's last batch may be shorter. Batches are numpy int64 ``(B,)`` arrays.
 
@@ -28,8 +34,9 @@ generating them.
 Subsampling formula (word2vec.c, gensim ``sample``): with ``f_w = count_w / sum(counts)``,
 ``keep_w = min(1, (sqrt(f_w / sample) + 1) * sample / f_w)``; ``sample = 0`` keeps everything.
 
-:func:`heldout_pairs`: every pair within the full window (no subsampling, no reduced window), optionally capped to
-``max_pairs`` by a seeded uniform choice without replacement, then shuffled.
+:func:`heldout_pairs`: every pair within the full window (no subsampling, no reduced window), or drawn as the training
+stream draws them (subsampling, reduced windows), optionally capped to ``max_pairs`` by a seeded uniform choice
+without replacement, then shuffled.
 """
 
 from __future__ import annotations
@@ -44,7 +51,7 @@ from ..errors import ConfigError, DataError
 __all__ = ["keep_probability", "SkipGramPairs", "heldout_pairs"]
 
 DEFAULT_CHUNK_TOKENS = 1 << 16
-_SUBSAMPLE, _WINDOWS, _ORDER = 0, 1, 2  # tags of the per-epoch random streams
+_SUBSAMPLE, _WINDOWS, _ORDER, _MIX = 0, 1, 2, 3  # tags of the per-epoch random streams
 _HELDOUT_PAIRS_TAG = 0x50414952  # "PAIR"
 _BLOCK = 1 << 20  # tokens per block where a loop over blocks bounds memory
 
@@ -92,6 +99,7 @@ class SkipGramPairs:
         batch_size: pairs per batch.
         seed: with the epoch, determines everything.
         chunk_tokens: center positions per chunk (memory per chunk: <= 3 * 8 * 2 * window * chunk_tokens bytes).
+        mix_chunks: chunks whose pairs are shuffled together (memory: that many chunks' pairs at once).
 
     Example:
         >>> p = SkipGramPairs(np.array([0, 1, 2, -1, 1, 0]), np.array([2, 2, 1]), window=1, sample=0,
@@ -101,8 +109,10 @@ class SkipGramPairs:
     """
 
     def __init__(self, ids, counts, window: int = 5, sample: float = 1e-3, dynamic_window: bool = True,
-                 batch_size: int = 1024, seed: int = 0, chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> None:
-        for name, value in (("data.window", window), ("optim.batch_size", batch_size), ("chunk_tokens", chunk_tokens)):
+                 batch_size: int = 1024, seed: int = 0, chunk_tokens: int = DEFAULT_CHUNK_TOKENS,
+                 mix_chunks: int = 1) -> None:
+        for name, value in (("data.window", window), ("optim.batch_size", batch_size), ("chunk_tokens", chunk_tokens),
+                            ("data.mix_chunks", mix_chunks)):
             if isinstance(value, bool) or int(value) != value or value < 1:
                 raise ConfigError(f"{name}={value!r} must be an integer >= 1")
         if isinstance(seed, bool) or int(seed) != seed or seed < 0:
@@ -111,6 +121,7 @@ class SkipGramPairs:
         self.ids = _check_ids(ids, len(self.counts))  # (N,)
         self.window, self.sample, self.dynamic_window = int(window), float(sample), bool(dynamic_window)
         self.batch_size, self.seed, self.chunk_tokens = int(batch_size), int(seed), int(chunk_tokens)
+        self.mix_chunks = int(mix_chunks)
         # keep[-1] = 1: indexing with a break (-1) reads the appended entry, so breaks are always kept
         self._keep = np.append(keep_probability(self.counts, self.sample), 1.0)  # (V+1,)
         words = self.ids >= 0
@@ -213,24 +224,39 @@ class SkipGramPairs:
         kept = self._epoch(epoch)[1]
         return np.random.default_rng([self.seed, epoch, _ORDER]).permutation(self._num_chunks(kept))
 
+    def _unit_pairs(self, epoch: int, order: np.ndarray, unit: int) -> Batch:
+        """The pairs of the `unit`-th group of ``mix_chunks`` chunks in visiting order, shuffled together (one chunk
+        when ``mix_chunks`` is 1: its own shuffle only)."""
+        k = self.mix_chunks
+        chunks = order[unit * k:(unit + 1) * k]
+        if k == 1:
+            return self.chunk_pairs(epoch, int(chunks[0]))
+        parts = [self.chunk_pairs(epoch, int(c)) for c in chunks]
+        packed = np.concatenate([(c << 32) | x for c, x in parts])  # (P,) center << 32 | context, as chunk_pairs
+        np.random.default_rng([self.seed, epoch, _MIX, unit]).shuffle(packed)
+        return packed >> 32, packed & 0xFFFFFFFF
+
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Batches ``start_batch, start_batch + 1, ...`` of ``epoch``: (centers, contexts) int64 ``(B,)`` each."""
         if start_batch < 0:
             raise ValueError(f"start_batch must be >= 0, got {start_batch}")
         order = self.chunk_order(epoch)
+        k = self.mix_chunks
+        units = -(-len(order) // k)
         bs = self.batch_size
         first, skip = 0, 0
         if start_batch > 0:
             sizes = self.chunk_pair_counts(epoch)[order]  # (C,) in visiting order
-            ends = np.cumsum(sizes)  # (C,)
+            sizes = np.add.reduceat(sizes, np.arange(0, len(sizes), k)) if len(sizes) else sizes  # (units,)
+            ends = np.cumsum(sizes)  # (units,)
             start = start_batch * bs
             if len(ends) == 0 or start >= ends[-1]:
                 return
-            first = int(np.searchsorted(ends, start, side="right"))  # the chunk holding pair `start`
+            first = int(np.searchsorted(ends, start, side="right"))  # the unit holding pair `start`
             skip = start - (int(ends[first - 1]) if first else 0)
-        pend_c = pend_x = None  # the head of a batch that spans chunks (< bs pairs)
-        for q in range(first, len(order)):
-            c, x = self.chunk_pairs(epoch, int(order[q]))
+        pend_c = pend_x = None  # the head of a batch that spans units (< bs pairs)
+        for q in range(first, units):
+            c, x = self._unit_pairs(epoch, order, q)
             if q == first and skip:
                 c, x = c[skip:], x[skip:]
             i = 0
@@ -251,13 +277,21 @@ class SkipGramPairs:
             yield pend_c, pend_x
 
 
-def heldout_pairs(ids, window: int, max_pairs: Optional[int] = None, seed: int = 0, block: int = _BLOCK) -> Batch:
-    """Every pair ``(ids[i], ids[j])``, ``0 < |i - j| <= window``, same sentence; no subsampling, no reduced window.
+def heldout_pairs(ids, window: int, max_pairs: Optional[int] = None, seed: int = 0, block: int = _BLOCK, *,
+                  keep=None, dynamic_window: bool = False) -> Batch:
+    """Every pair ``(ids[i], ids[j])``, ``0 < |i - j| <= window``, same sentence; by default no subsampling, no
+    reduced window ("all pairs").
+
+    Drawn like the training stream instead (so that the held-out cross entropy measures the model against the
+    distribution its batches come from): ``keep`` (float ``(V,)``, ``keep_probability(counts, sample)``) drops
+    token ``t`` with probability ``1 - keep[t]`` first (breaks stay), and ``dynamic_window`` gives each center a
+    reduced window ``b_i ~ U{1..window}``: pair ``(i, j)`` is kept when ``|i - j| <= b_i``. Both draws come from
+    ``np.random.default_rng([seed, 0x50414952, 1])``, independent of ``block``.
 
     With ``max_pairs`` (None: no cap) and more pairs than that, ``max_pairs`` of them are chosen uniformly without
     replacement by ``np.random.default_rng([seed, 0x50414952])``; the result is shuffled by the same generator.
     Returns (centers, contexts), int64 ``(P,)`` each. Memory: ``block`` positions (2**20) per offset at a time, plus
-    the output.
+    the output (and one int8 per position with ``dynamic_window``).
     """
     ids = _check_ids(ids, None)
     if isinstance(window, bool) or int(window) != window or window < 1:
@@ -266,37 +300,47 @@ def heldout_pairs(ids, window: int, max_pairs: Optional[int] = None, seed: int =
         raise ConfigError(f"data.max_heldout_pairs={max_pairs!r} must be null or an integer >= 0")
     if block < 1:
         raise ValueError(f"block must be >= 1, got {block}")
+    window = int(window)
+    draw = np.random.default_rng([seed, _HELDOUT_PAIRS_TAG, 1])
+    if keep is not None:
+        keep_ext = np.append(np.asarray(keep, dtype=np.float64), 1.0)  # (V+1,): a break (-1) is always kept
+        ids = ids[draw.random(len(ids)) < keep_ext[ids]]
     n = len(ids)
     word = ids >= 0  # (n,)
     sentence = np.cumsum(~word, dtype=np.int64)  # (n,) changes at every break
+    reach = None  # (n,) each center's reduced window
+    if dynamic_window and window > 1:
+        reach = draw.integers(1, window + 1, size=n, dtype=np.int8)
 
-    def valid(o: int, a: int) -> np.ndarray:  # pairs (i, i + o) for i in [a, a + block)
+    def valid(o: int, left_is_center: bool, a: int) -> np.ndarray:  # pairs (i, i + o) for i in [a, a + block)
         b = min(a + block, n - o)
-        return word[a:b] & word[a + o:b + o] & (sentence[a:b] == sentence[a + o:b + o])
+        ok = word[a:b] & word[a + o:b + o] & (sentence[a:b] == sentence[a + o:b + o])
+        if reach is not None:  # the center's reduced window must reach the context
+            ok &= (reach[a:b] if left_is_center else reach[a + o:b + o]) >= o
+        return ok
 
-    blocks = {o: list(range(0, max(n - o, 0), block)) for o in range(1, int(window) + 1)}
-    sizes = {(o, a): int(np.count_nonzero(valid(o, a))) for o, starts in blocks.items() for a in starts}
-    total = 2 * sum(sizes.values())
+    keys = [(o, left_is_center, a) for o in range(1, window + 1) for left_is_center in (True, False)
+            for a in range(0, max(n - o, 0), block)]  # enumeration order: independent of the block size
+    sizes = {k: int(np.count_nonzero(valid(*k))) for k in keys}
+    total = sum(sizes.values())
     rng = np.random.default_rng([seed, _HELDOUT_PAIRS_TAG])
     chosen = None
     if max_pairs is not None and total > max_pairs:
         chosen = np.sort(rng.choice(total, size=int(max_pairs), replace=False))  # (P,) indices into the enumeration
-    # enumeration order (offset, direction, position): it does not depend on the block size
     centers, contexts, base = [], [], 0
-    for o, starts in blocks.items():
-        for left_is_center in (True, False):  # both directions: (i, i+o) and (i+o, i)
-            for a in starts:
-                size = sizes[(o, a)]
-                if size == 0:
-                    continue
-                sel = a + np.flatnonzero(valid(o, a))  # (size,) left positions
-                if chosen is not None:
-                    lo, hi = np.searchsorted(chosen, [base, base + size])
-                    sel = sel[chosen[lo:hi] - base]
-                base += size
-                c, x = (sel, sel + o) if left_is_center else (sel + o, sel)
-                centers.append(ids[c])
-                contexts.append(ids[x])
+    for k in keys:
+        o, left_is_center, a = k
+        size = sizes[k]
+        if size == 0:
+            continue
+        sel = a + np.flatnonzero(valid(*k))  # (size,) left positions
+        if chosen is not None:
+            lo, hi = np.searchsorted(chosen, [base, base + size])
+            sel = sel[chosen[lo:hi] - base]
+        base += size
+        c, x = (sel, sel + o) if left_is_center else (sel + o, sel)
+        centers.append(ids[c])
+        contexts.append(ids[x])
     if not centers:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     centers_all = np.concatenate(centers).astype(np.int64, copy=False)

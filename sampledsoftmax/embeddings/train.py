@@ -30,7 +30,7 @@ from .evaluate import analogy, bias_diagnostics, exact_metrics, resolve_eval_pat
 from .fused import can_fuse, fused_sgns_step
 from .sgns_kernel import NoiseTable, kernel_sgns_step, kernel_supports
 from .model import SkipGram
-from .pairs import SkipGramPairs, heldout_pairs
+from .pairs import SkipGramPairs, heldout_pairs, keep_probability
 
 
 @dataclass
@@ -59,9 +59,14 @@ def build_data(cfg: Config) -> Data:
         ids, heldout_ids, vocab = enc.ids, enc.heldout_ids, enc.vocab
     pairs = SkipGramPairs(
         ids, vocab.counts, window=d.window, sample=d.sample, dynamic_window=d.dynamic_window,
-        batch_size=cfg.optim.batch_size, seed=cfg.train.seed,
+        batch_size=cfg.optim.batch_size, seed=cfg.train.seed, mix_chunks=d.mix_chunks,
     )
-    centers, contexts = heldout_pairs(heldout_ids, d.window, d.max_heldout_pairs, seed=cfg.train.seed)
+    like_training = cfg.eval.heldout == "training"
+    centers, contexts = heldout_pairs(
+        heldout_ids, d.window, d.max_heldout_pairs, seed=cfg.train.seed,
+        keep=keep_probability(vocab.counts, d.sample) if like_training and d.sample > 0 else None,
+        dynamic_window=like_training and d.dynamic_window,
+    )
     if len(centers) == 0:
         raise DataError(
             "no held-out pairs to evaluate on: the held-out part of the corpus is empty; "

@@ -111,10 +111,11 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
         if weight is None and loss_fn.weight is not None:
             loss_fn.weight.zero_()  # word2vec's output table starts at zero
         if loss_fn.bias is not None:
-            # start from the unigram model, log p(c): a self-normalising loss (NCE) otherwise keeps the rarely
-            # sampled classes near logit 0, far above their log-probability, for most of a run
+            # start from the unigram model of the targets the batches deliver, log p(c) (subsampled frequencies when
+            # data.sample > 0): a self-normalising loss (NCE) otherwise keeps the rarely sampled classes near logit 0,
+            # far above their log-probability, for most of a run
             # (a class never seen in training, count 0, starts at half a count: finite, below every seen class)
-            counts = torch.tensor(vocab.counts, dtype=torch.float64).clamp_min(0.5)
+            counts = torch.from_numpy(target_counts(cfg, vocab)).clamp_min(0.5)
             loss_fn.bias.copy_((counts / counts.sum()).log())
     assert loss_fn.is_sampled == cls.is_sampled
     return loss_fn
