@@ -520,7 +520,7 @@ def test_heldout_pairs_and_the_initial_bias_follow_the_training_streams_distribu
     path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
     base = [f"data.corpus={path}", "data.sample=1e-3", "data.min_count=1", "loss.name=full",
             "data.heldout_fraction=0.2", "data.max_heldout_pairs=1000000", f"runs_root={tmp_path}",
-            "data.cache_dir=null"]
+            "data.cache_dir=null"]  # eval.heldout: auto = training on real text
     data = build_data(load_config(None, base))
     v = len(data.vocab)
     train = np.zeros(v)
@@ -536,3 +536,20 @@ def test_heldout_pairs_and_the_initial_bias_follow_the_training_streams_distribu
     loss_fn = build_loss_fn(load_config(None, base), data.vocab, torch.Generator().manual_seed(0))
     p0 = torch.softmax(loss_fn.bias.detach().double(), 0).numpy()  # the initial model: a unigram over the classes
     assert np.abs(p0[top] / train[top] - 1).max() < 0.1, p0[top] / train[top]
+
+
+def test_heldout_auto_is_all_pairs_on_the_planted_corpus_and_like_training_otherwise():
+    from sampledsoftmax.embeddings.config import load_config
+    from sampledsoftmax.embeddings.train import build_data
+
+    tiny = ["data.synthetic.vocab_size=200", "data.synthetic.num_tokens=20000", "data.synthetic.heldout_sentences=50",
+            "data.max_heldout_pairs=1000000"]
+
+    def pairs(*extra):
+        d = build_data(load_config(None, [*tiny, *extra]))
+        return d.eval_centers.numpy(), d.eval_contexts.numpy()
+
+    auto, every = pairs(), pairs("eval.heldout=all")
+    assert all(np.array_equal(a, b) for a, b in zip(auto, every))  # planted, no subsampling: every pair
+    like = pairs("eval.heldout=training")
+    assert len(like[0]) < 0.8 * len(every[0])  # reduced windows keep (W+1)/2W of the pairs

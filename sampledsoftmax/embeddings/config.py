@@ -76,8 +76,10 @@ class EvalConfig:
     # the held-out pairs the exact CE is measured on: "training" = drawn as the training stream draws its pairs
     # (data.sample's subsampling, data.dynamic_window's reduced windows), so the CE measures the model against the
     # distribution it is trained to fit (with "all" and data.sample > 0 the held-out CE RISES while the model learns:
-    # it learns the subsampled frequencies); "all" = every pair within data.window, nothing dropped
-    heldout: str = "training"
+    # it learns the subsampled frequencies); "all" = every pair within data.window, nothing dropped; "auto" = "all" on
+    # the planted corpus without subsampling (its contexts do not depend on their offset: all pairs are already the
+    # training distribution), "training" otherwise
+    heldout: str = "auto"
     bias_diagnostics: bool = True
     projector_words: int = 1000
 
@@ -106,7 +108,7 @@ QUICKSTART: dict[str, Any] = {
     "model": {"dim": 64},
     "loss": {"name": "negative"},  # num_sampled: null, the loss's default (negative 5, sampled/nce 64 at V=2000)
     "train": {"epochs": 2, "device": "cpu", "log_every": 100, "checkpoint_every": 1000},
-    "eval": {"every": 500, "projector_words": 500, "heldout": "all"},
+    "eval": {"every": 500, "projector_words": 500},
 }
 
 
@@ -174,5 +176,5 @@ def validate(cfg: Config) -> Config:
     check_choice("loss.sampler", cfg.loss.sampler, sampler_choices(), EXCLUDED_SAMPLERS)
     check_choice("optim.name", cfg.optim.name, OPTIMIZERS)
     check_choice("train.device", cfg.train.device, DEVICES)
-    check_choice("eval.heldout", cfg.eval.heldout, ("training", "all"))
+    check_choice("eval.heldout", cfg.eval.heldout, ("auto", "training", "all"))
     return cfg

@@ -61,7 +61,8 @@ def build_data(cfg: Config) -> Data:
         ids, vocab.counts, window=d.window, sample=d.sample, dynamic_window=d.dynamic_window,
         batch_size=cfg.optim.batch_size, seed=cfg.train.seed, mix_chunks=d.mix_chunks,
     )
-    like_training = cfg.eval.heldout == "training"
+    like_training = cfg.eval.heldout == "training" or (
+        cfg.eval.heldout == "auto" and (d.corpus != "synthetic" or d.sample > 0))
     centers, contexts = heldout_pairs(
         heldout_ids, d.window, d.max_heldout_pairs, seed=cfg.train.seed,
         keep=keep_probability(vocab.counts, d.sample) if like_training and d.sample > 0 else None,
