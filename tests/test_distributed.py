@@ -119,14 +119,15 @@ def test_two_ranks_reproduce_one_process_with_the_doubled_batch(tmp_path):
     assert bad.returncode == 2 and "resume with the same number" in bad.stderr and "Traceback" not in bad.stderr
 
 
-@pytest.mark.parametrize("case", ["negative", "learned_unigram"])
+@pytest.mark.parametrize("case", ["negative", "learned_unigram", "inbatch"])
 def test_two_ranks_take_their_rows_of_the_global_batchs_sample(tmp_path, case):
     """Per-example negatives and a sampler that learns from the targets: each rank takes its rows of the sample the
     global batch gets (training/grouped.py), so 2 ranks x 128 train exactly as 1 process x 256 (before, every rank
     drew the same negatives for different pairs, and learned_unigram learned from half the targets)."""
     extra = {"negative": ["loss.name=negative", "loss.num_sampled=5", "loss.sampler=unigram",
                           "train.kernel=false", "train.fused=false"],  # the autograd path: the loss's own draws
-             "learned_unigram": ["loss.sampler=learned_unigram"]}[case]
+             "learned_unigram": ["loss.sampler=learned_unigram"],
+             "inbatch": ["loss.name=inbatch", "loss.num_sampled=null"]}[case]  # candidates: the global batch's targets
     two = torchrun(["-m", "sampledsoftmax", *_train_args(tmp_path, "two", 128, *extra)])
     assert two.returncode == 0, two.stderr[-3000:]
     one = cli(_train_args(tmp_path, "one", 256, *extra))
@@ -157,10 +158,12 @@ def test_two_rank_interrupt_and_resume_equals_the_uninterrupted_run(tmp_path):
         torch.testing.assert_close(a["loss"][k], b["loss"][k], rtol=0, atol=0)
 
 
-def test_two_rank_language_model_matches_one_process_with_the_doubled_batch(tmp_path):
+@pytest.mark.parametrize("loss", [[], ["--set", "loss.name=inbatch", "--set", "loss.num_sampled=null"]],
+                         ids=["config", "inbatch"])
+def test_two_rank_language_model_matches_one_process_with_the_doubled_batch(tmp_path, loss):
     args = ["train-lm", str(ROOT / "configs/lm_quick.yaml"), "--quiet", "--set", f"runs_root={tmp_path}",
             "--set", "train.max_steps=12", "--set", "train.log_every=4", "--set", "eval.every=12",
-            "--set", "train.device=cpu"]
+            "--set", "train.device=cpu", *loss]
     two = torchrun(["-m", "sampledsoftmax", *args, "--set", "name=two", "--set", "optim.batch_size=8"])
     assert two.returncode == 0, two.stderr[-3000:]
     one = cli([*args, "--set", "name=one", "--set", "optim.batch_size=16"])

@@ -11,7 +11,9 @@ rank's rows. Hence:
   from one shared generator with the local batch alone, every rank would repeat the same negative matrix);
 - a shared sample is the one the global batch would get, also with collisions resampled against every target;
 - a sampler that learns from the targets (``learned_unigram``) sees the global batch's targets on every rank, so the
-  ranks' samplers stay identical.
+  ranks' samplers stay identical;
+- in-batch negatives are the global batch's targets (its log-Q: expected counts in a batch of the global size), as
+  one process at N·B has them, not each rank's local half.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import torch
 from ..samplers import CandidateSample
 from .distributed import groups_of
 
-# losses whose candidates come from loss_fn.sample (in-batch takes the batch's own targets; full samples nothing)
-GROUPED_LOSSES = ("sampled", "nce", "negative")
+# losses whose candidates come from loss_fn.sample (in-batch: the global batch's targets; full samples nothing)
+GROUPED_LOSSES = ("sampled", "nce", "negative", "inbatch")
 
 
 def attach_group(stream: Iterable, world: int, target_of: Callable) -> Iterator[tuple]:
