@@ -462,6 +462,17 @@ def test_keep_probability_lives_in_the_data_layer_and_matches_the_pair_streams()
     assert np.array_equal(subsampled_counts(counts, 0.0), counts)
 
 
+def zipf_corpus(tmp_path, sentences: int, seed: int):
+    """A text file of `sentences` lines of 50 words drawn from a Zipf(1) law over 200 words."""
+    rng = np.random.default_rng(seed)
+    words = np.array([f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)])
+    zipf = 1.0 / np.arange(1, 201)
+    tokens = words[rng.choice(200, size=(sentences, 50), p=zipf / zipf.sum())]
+    path = tmp_path / "zipf.txt"
+    path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
+    return path
+
+
 def test_inbatch_log_q_is_the_subsampled_context_distribution_of_the_pair_stream(tmp_path):
     """The in-batch softmax's candidates are the batch's contexts, drawn from the subsampled stream: its log-Q must
     be log(N · p_context) with p_context ∝ count · keep, which the pair stream itself shows."""
@@ -471,12 +482,7 @@ def test_inbatch_log_q_is_the_subsampled_context_distribution_of_the_pair_stream
     from sampledsoftmax.embeddings.train import build_data
     from sampledsoftmax.training.builders import build_loss_fn
 
-    rng = np.random.default_rng(0)
-    words = np.array([f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)])
-    zipf = 1.0 / np.arange(1, 201)
-    tokens = words[rng.choice(200, size=(2000, 50), p=zipf / zipf.sum())]
-    path = tmp_path / "zipf.txt"
-    path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
+    path = zipf_corpus(tmp_path, sentences=2000, seed=0)
     batch = 512
     cfg = load_config(None, [f"data.corpus={path}", "data.sample=1e-3", "data.min_count=1", "loss.name=inbatch",
                              "data.heldout_fraction=0.01", f"optim.batch_size={batch}", f"runs_root={tmp_path}",
@@ -512,12 +518,7 @@ def test_heldout_pairs_and_the_initial_bias_follow_the_training_streams_distribu
     from sampledsoftmax.embeddings.train import build_data
     from sampledsoftmax.training.builders import build_loss_fn
 
-    rng = np.random.default_rng(1)
-    words = np.array([f"w{chr(97 + i // 26)}{chr(97 + i % 26)}" for i in range(200)])
-    zipf = 1.0 / np.arange(1, 201)
-    tokens = words[rng.choice(200, size=(4000, 50), p=zipf / zipf.sum())]
-    path = tmp_path / "zipf.txt"
-    path.write_text("\n".join(" ".join(line) for line in tokens) + "\n")
+    path = zipf_corpus(tmp_path, sentences=4000, seed=1)
     base = [f"data.corpus={path}", "data.sample=1e-3", "data.min_count=1", "loss.name=full",
             "data.heldout_fraction=0.2", "data.max_heldout_pairs=1000000", f"runs_root={tmp_path}",
             "data.cache_dir=null"]  # eval.heldout: auto = training on real text

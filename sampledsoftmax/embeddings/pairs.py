@@ -69,6 +69,22 @@ def _check_ids(ids, num_classes: Optional[int]) -> np.ndarray:
     return ids
 
 
+def _unpack(packed: np.ndarray) -> Batch:
+    """``center << 32 | context`` int64 ``(P,)`` -> (centers, contexts)."""
+    return packed >> 32, packed & 0xFFFFFFFF
+
+
+def _subsample(ids: np.ndarray, keep_ext: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """word2vec's subsampling of a token stream: token ``t`` kept when a uniform is below ``keep_ext[t]``
+    (``keep_ext`` (V+1,): the keep probabilities with 1 appended, so a break, -1, is always kept). One uniform per
+    token, drawn in order, ``_BLOCK`` tokens at a time (the same result for any block size)."""
+    parts = []
+    for a in range(0, len(ids), _BLOCK):
+        block = ids[a:a + _BLOCK]
+        parts.append(block[rng.random(len(block)) < keep_ext[block]])
+    return np.concatenate(parts) if parts else ids[:0]
+
+
 def _window_room(ext: np.ndarray, window: int) -> Tuple[np.ndarray, np.ndarray]:
     """Words available left/right of every position of ``ext`` within its sentence, clipped to ``window``.
 
@@ -142,12 +158,7 @@ class SkipGramPairs:
         if self.sample == 0:
             kept = self.ids
         else:
-            rng = np.random.default_rng([self.seed, epoch, _SUBSAMPLE])
-            parts = []
-            for a in range(0, len(self.ids), _BLOCK):  # uniforms drawn in order: the same stream for any block size
-                block = self.ids[a:a + _BLOCK]
-                parts.append(block[rng.random(len(block)) < self._keep[block]])
-            kept = np.concatenate(parts) if parts else self.ids[:0]
+            kept = _subsample(self.ids, self._keep, np.random.default_rng([self.seed, epoch, _SUBSAMPLE]))
         self._state = (epoch, kept, None)
         return self._state
 
@@ -198,6 +209,10 @@ class SkipGramPairs:
 
     def chunk_pairs(self, epoch: int, chunk: int) -> Batch:
         """All pairs of one chunk, shuffled: (centers, contexts), int64 ``(P,)`` each."""
+        return _unpack(self._chunk_packed(epoch, chunk))
+
+    def _chunk_packed(self, epoch: int, chunk: int) -> np.ndarray:
+        """The chunk's pairs, shuffled, each packed into one int64 ``center << 32 | context``: ``(P,)``."""
         ep, kept, _ = self._epoch(epoch)
         ext, off, left, right, rng = self._chunk_room(kept, epoch, chunk)
         # a pair is packed into one int64, center << 32 | context (ids < 2**31): one array to fill and shuffle
@@ -217,7 +232,7 @@ class SkipGramPairs:
         assert k == total
         # pairs are shuffled in place; chunks are small (2**16 tokens) so this stays in cache
         rng.shuffle(packed)
-        return packed >> 32, packed & 0xFFFFFFFF
+        return packed
 
     def chunk_order(self, epoch: int) -> np.ndarray:
         """The order in which the epoch visits its chunks: int64 ``(num_chunks,)``."""
@@ -231,10 +246,9 @@ class SkipGramPairs:
         chunks = order[unit * k:(unit + 1) * k]
         if k == 1:
             return self.chunk_pairs(epoch, int(chunks[0]))
-        parts = [self.chunk_pairs(epoch, int(c)) for c in chunks]
-        packed = np.concatenate([(c << 32) | x for c, x in parts])  # (P,) center << 32 | context, as chunk_pairs
+        packed = np.concatenate([self._chunk_packed(epoch, int(c)) for c in chunks])  # (P,)
         np.random.default_rng([self.seed, epoch, _MIX, unit]).shuffle(packed)
-        return packed >> 32, packed & 0xFFFFFFFF
+        return _unpack(packed)
 
     def epoch_batches(self, epoch: int, start_batch: int = 0) -> Iterator[Batch]:
         """Batches ``start_batch, start_batch + 1, ...`` of ``epoch``: (centers, contexts) int64 ``(B,)`` each."""
@@ -303,8 +317,7 @@ def heldout_pairs(ids, window: int, max_pairs: Optional[int] = None, seed: int =
     window = int(window)
     draw = np.random.default_rng([seed, _HELDOUT_PAIRS_TAG, 1])
     if keep is not None:
-        keep_ext = np.append(np.asarray(keep, dtype=np.float64), 1.0)  # (V+1,): a break (-1) is always kept
-        ids = ids[draw.random(len(ids)) < keep_ext[ids]]
+        ids = _subsample(ids, np.append(np.asarray(keep, dtype=np.float64), 1.0), draw)
     n = len(ids)
     word = ids >= 0  # (n,)
     sentence = np.cumsum(~word, dtype=np.int64)  # (n,) changes at every break
