@@ -6,7 +6,8 @@
 One markdown table per class count V (the real V of the cells): each cell's loss, the steps it trained in its
 budget, the median step time, the peak memory of its process, the final exact CE (and excess over the Bayes optimum
 on the planted corpus), the training seconds it took to come within 0.1 nats of the best CE any cell reached at that
-V (time_to_target; "-" if never) and the seconds its exact evaluations cost (not counted as training). The bias group
+V (time_to_target; "-" if never) and the seconds its exact evaluations cost (not counted as training); on real text
+also WordSim-353 (Spearman) and the Google analogy accuracy at the end. The bias group
 (several S of one sampler at one V) is printed as its own table: CE reached in the budget against S.
 """
 
@@ -49,7 +50,10 @@ def main(argv: list[str]) -> int:
     excess = any(r.get("excess_ce") for r in rows)
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["V"], r["cell"].rsplit("-", 1)[-1])].append(r)
+        suffix = r["cell"].rsplit("-", 1)[-1]  # the planted sweep's cells end in their budget, e.g. "45s"
+        budget = suffix if suffix[:1].isdigit() else f"{float(r.get('train_s') or 0):.0f}s"
+        groups[(r["V"], budget)].append(r)
+    words = any(r.get("wordsim") for r in rows)  # real text: the word-vector metrics too
     ce = "excess CE" if excess else "CE"
     for (v, budget), cells in sorted(groups.items(), key=lambda kv: (int(kv[0][0] or 0), kv[0][1])):
         sweep_s = {r.get("S") for r in cells if r["loss"] == "sampled"}
@@ -65,12 +69,14 @@ def main(argv: list[str]) -> int:
                 print(f"| {sampler} | {logq} | " + " | ".join(_f(d.get(s), ".3f") for s in ss) + " |")
             continue
         print(f"\nV = {int(v):,}, {budget} of training per cell\n")
-        print(f"| loss | steps | step ms | peak MB | final {ce} | time to target (s) | eval s | status |")
-        print("|---|---|---|---|---|---|---|---|")
+        extra = " WordSim | analogy |" if words else ""
+        print(f"| loss | steps | step ms | peak MB | final {ce} | time to target (s) | eval s |{extra} status |")
+        print("|---|---|---|---|---|---|---|" + ("---|---|" if words else "") + "---|")
         for r in sorted(cells, key=lambda r: float(r.get("excess_ce" if excess else "full_ce") or 1e9)):
+            metrics = f" {_f(r.get('wordsim'), '.3f')} | {_f(r.get('analogy'), '.3f')} |" if words else ""
             print(f"| {_label(r)} | {r.get('steps') or '-'} | {_f(r.get('step_ms'), '.1f')} | "
                   f"{_f(r.get('peak_mem_mb'), '.0f')} | {_f(r.get('excess_ce' if excess else 'full_ce'), '.3f')} | "
-                  f"{_f(r.get('time_to_target'), '.2f')} | {_f(r.get('eval_s'), '.1f')} | {r['status']} |")
+                  f"{_f(r.get('time_to_target'), '.2f')} | {_f(r.get('eval_s'), '.1f')} |{metrics} {r['status']} |")
     return 0
 
 

@@ -209,6 +209,24 @@ def test_curves_use_the_seconds_budget_and_full_ce_on_real_text():
     assert panels(fig)[0].get_ylabel() == "held-out CE (nats)"
 
 
+def test_real_text_panels_follow_the_normalised_losses_and_say_where_negative_sampling_lies():
+    """On real text (no excess CE) negative sampling's CE starts near log V, nats above the normalised losses: the
+    panel's y range follows the others (it squeezed them into a flat band before) and a note gives its range."""
+    rows, points = make_sweep(vs=(10000,), bias=False)
+    text = [{**p, "excess_ce": "", "full_ce": str(float(p["full_ce"]) + (3 if p["loss"] == "negative" else 0))}
+            for p in points]
+    ax = panels(build_figures(rows, text)["curves.png"])[0]
+    neg = [float(p["full_ce"]) for p in text if p["loss"] == "negative"]
+    others = [float(p["full_ce"]) for p in text if p["loss"] != "negative"]
+    lo, hi = ax.get_ylim()
+    assert lo <= min(others) and max(others) <= hi < min(neg)
+    notes = [t.get_text() for t in ax.texts]
+    assert any(n.startswith("negative sampling:") and f"{max(neg):.2f}" in n for n in notes), notes
+    # the planted corpus (excess CE on a log axis): every line stays in range, no note
+    ax = panels(build_figures(rows, points)["curves.png"])[0]
+    assert not ax.texts and ax.get_ylim()[1] >= max(float(p["excess_ce"]) for p in points)
+
+
 def test_one_evaluation_per_cell_is_not_a_squeezed_axis():
     """Every cell evaluated once, at the end of an equal 5 s budget (5.000 ... 5.020 s): the x axis is widened
     and the title says how to get curves."""

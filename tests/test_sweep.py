@@ -140,7 +140,7 @@ def test_shipped_sweep_files_validate():
     with pytest.raises(ConfigError, match="data.corpus 'data/text8' does not exist"):  # the user's corpus
         load_sweep(root / "sweep_text.yaml")
     text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file
-    assert len({c.id for c in text.cells}) == len(text.cells) == 15
+    assert len({c.id for c in text.cells}) == len(text.cells) == 20
 
 
 def test_real_text_sweep_varies_the_class_count_through_the_vocabulary_cap(tmp_path):

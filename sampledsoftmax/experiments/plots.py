@@ -444,11 +444,14 @@ def curves_figure(points: Sequence[dict], colors: dict):
     fig, axes = _new_figure(3.9 * ncols + 2.6, 3.3 * nrows + 0.5, nrows, ncols, sharex=True)
     all_x = [x for lines in by_v.values() for _, _, xy in lines for x, _ in xy]
     for ax, v in zip(axes, vs):
-        ys = []
+        ys, above = [], []
+        # real text: negative sampling is not a normalised model (its CE starts near log V, far above the others);
+        # the panel's range follows the normalised losses and says where negative sampling lies
+        clip = metric != "excess_ce" and any(series.loss != "negative" for series, _, _ in by_v[v])
         for series, _cell, xy in sorted(by_v[v], key=lambda t: (t[0].sort_key(), t[1])):
             xs, y = zip(*xy)
             ax.plot(xs, y, label=series.label, markersize=4, linewidth=1.2, **_style(series, colors))
-            ys.extend(y)
+            (above if clip and series.loss == "negative" else ys).extend(y)
         t = goal.get(str(v)) if v is not None else None
         if t is not None:
             ax.axhline(t, color="0.45", linewidth=1, linestyle=":", zorder=1,
@@ -456,6 +459,11 @@ def curves_figure(points: Sequence[dict], colors: dict):
             ys.append(t)
         ax.set_title(_v_title(v), fontsize=10)
         _auto_log(ax, "y", ys)
+        if above and ys:
+            pad = 0.08 * (max(ys) - min(ys) or 0.1)
+            ax.set_ylim(min(ys) - pad, max(ys) + 3 * pad)
+            ax.text(0.02, 0.97, f"negative sampling: {min(above):.2f}-{max(above):.2f} nats, above",
+                    transform=ax.transAxes, fontsize=7, va="top", color="0.3")
     for ax in axes[::ncols]:
         ax.set_ylabel(_CE_LABEL[metric].replace(" over the Bayes optimum", "\nover the Bayes optimum"), fontsize=9)
     for ax in axes[len(vs):]:
