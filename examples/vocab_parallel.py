@@ -54,6 +54,7 @@ def main() -> None:
     if dist.get_rank() == 0:
         print(f"world {dist.get_world_size()}: {loss_fn.weight.shape[0]:,} of {V:,} rows per rank; "
               f"exact NLL {nll.item():.3f} (log V = {torch.log(torch.tensor(float(V))).item():.3f})")
+    dist.barrier()  # every rank is done before any tears down its connections (gloo aborts a peer otherwise)
     dist.destroy_process_group()
 
 

@@ -102,6 +102,7 @@ def _worker(rank: int, store: str, cfg: dict) -> None:
         out = dict(cfg, v_rank=loss_fn.weight.shape[0], build_s=build_s, step_s=statistics.median(times),
                    times=times, rss=[float(x) for x in all_rss], loss=float(loss))
         print("RESULT " + json.dumps(out), flush=True)
+    dist.barrier()  # every rank is done before any tears down its connections (gloo aborts a peer otherwise)
     dist.destroy_process_group()
 
 
