@@ -136,7 +136,7 @@ def test_shipped_sweep_files_validate():
     quick = load_sweep(root / "sweep_quick.yaml")
     assert len(quick.cells) == 36
     full = load_sweep(root / "sweep.yaml")
-    assert len({c.id for c in full.cells}) == len(full.cells) == 57
+    assert len({c.id for c in full.cells}) == len(full.cells) == 58
     with pytest.raises(ConfigError, match="data.corpus 'data/text8' does not exist"):  # the user's corpus
         load_sweep(root / "sweep_text.yaml")
     text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file

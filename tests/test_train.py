@@ -181,6 +181,61 @@ def test_every_shipped_config_loads_and_builds(path):
     assert torch.isfinite(loss)
 
 
+class _CountsVocab:
+    def __init__(self, v):
+        self.counts = np.arange(v, 0, -1, dtype=np.int64)
+
+    def __len__(self):
+        return len(self.counts)
+
+
+@pytest.mark.parametrize("loss", ["full", "sampled", "nce", "negative", "inbatch"])
+def test_output_init_zero_by_default_and_seeded_normal_when_set(tmp_path, loss):
+    v, dim = 4000, 16
+    zero = build_loss_fn(_cfg(tmp_path, f"loss.name={loss}", f"model.dim={dim}"), _CountsVocab(v),
+                         torch.Generator().manual_seed(0))
+    assert torch.count_nonzero(zero.weight) == 0  # word2vec's zero table, unchanged by the option's existence
+    g_a, g_b = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    a = build_loss_fn(_cfg(tmp_path, f"loss.name={loss}", f"model.dim={dim}", "model.output_init=0.25"),
+                      _CountsVocab(v), g_a)
+    b = build_loss_fn(_cfg(tmp_path, f"loss.name={loss}", f"model.dim={dim}", "model.output_init=0.25"),
+                      _CountsVocab(v), g_b)
+    c = build_loss_fn(_cfg(tmp_path, f"loss.name={loss}", f"model.dim={dim}", "model.output_init=0.25",
+                           "train.seed=1"), _CountsVocab(v), torch.Generator().manual_seed(0))
+    w = a.weight.detach()
+    assert torch.equal(w, b.weight) and not torch.equal(w, c.weight)  # seeded by train.seed
+    assert abs(w.mean().item()) < 0.01 and w.std().item() == pytest.approx(0.25, rel=0.02)  # 64k normal draws
+    assert abs(torch.corrcoef(torch.stack([w[:-1].flatten(), w[1:].flatten()]))[0, 1].item()) < 0.02
+    # the training generator's stream is not consumed by the draw: the sampled ids stay what they were
+    assert torch.equal(g_a.get_state(), torch.Generator().manual_seed(0).get_state())
+
+
+def test_output_init_off_the_saddle_moves_the_input_vectors_at_the_first_step(tmp_path):
+    """From a zero output table the exact softmax's input-vector gradient is exactly zero (W^T (p - y) = 0); from
+    a random one it is not: the point of the option."""
+    v, dim = 500, 8
+    grads = {}
+    for std in (0.0, 0.1):
+        cfg = _cfg(tmp_path, "loss.name=full", f"model.dim={dim}", f"model.output_init={std}")
+        loss_fn = build_loss_fn(cfg, _CountsVocab(v), torch.Generator().manual_seed(0))
+        h = SkipGram(v, dim, sparse=False)(torch.arange(32))
+        h.retain_grad()
+        loss_fn(h, torch.arange(32, 64)).backward()
+        grads[std] = h.grad.abs().max().item()
+    assert grads[0.0] == 0.0 and grads[0.1] > 1e-3
+
+
+def test_lm_output_init_untied_table(tmp_path):
+    from sampledsoftmax.lm.config import load_lm_config
+    from sampledsoftmax.errors import ConfigError
+
+    cfg = load_lm_config(str(ROOT / "configs/lm_quick.yaml"), ["model.tie_weights=false", "model.output_init=0.05"])
+    loss_fn = build_loss_fn(cfg, _CountsVocab(300), torch.Generator().manual_seed(0))
+    assert loss_fn.weight.std().item() == pytest.approx(0.05, rel=0.1)
+    with pytest.raises(ConfigError, match="model.output_init=-1.0 must be >= 0"):
+        load_lm_config(str(ROOT / "configs/lm_quick.yaml"), ["model.output_init=-1.0"])
+
+
 # ------------------------------------------------------------------ the command line: one error line, exit code 2
 
 

@@ -60,6 +60,11 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     dim: int = 100
+    # the output table's start: 0 = zeros (word2vec); > 0 = normal entries of this standard deviation (seeded by
+    # train.seed). The exact softmax from zeros sits at a saddle (each table's gradient is proportional to the other,
+    # and the input vectors start at +-0.5/dim): on real text it stays at the unigram start for hundreds of steps;
+    # e.g. 1/sqrt(dim) starts it off the saddle (configs/sweep_text.yaml)
+    output_init: float = 0.0
 
 
 @dataclass
@@ -137,7 +142,7 @@ def validate(cfg: Config) -> Config:
         ("train.checkpoint_every", cfg.train.checkpoint_every, 1), ("eval.every", cfg.eval.every, 1),
         ("train.threads", cfg.train.threads, 0), ("eval.curve_points", cfg.eval.curve_points, 0),
         ("eval.batch_size", cfg.eval.batch_size, 1), ("eval.analogy_restrict", cfg.eval.analogy_restrict, 1),
-        ("eval.projector_words", cfg.eval.projector_words, 0),
+        ("eval.projector_words", cfg.eval.projector_words, 0), ("model.output_init", cfg.model.output_init, 0),
     ]
     for key, value, low in at_least:
         if value is not None and value < low:

@@ -49,6 +49,9 @@ class LMModelConfig:
     num_heads: int = 4  # transformer only
     dropout: float = 0.0
     tie_weights: bool = True  # the loss borrows the token embedding as its output table
+    # an untied output table's start: 0 = zeros; > 0 = normal entries of this standard deviation (seeded by
+    # train.seed); ignored with tie_weights (the table is the embedding)
+    output_init: float = 0.0
 
 
 @dataclass
@@ -97,6 +100,8 @@ def validate_lm(cfg: LMConfig) -> LMConfig:
         positive(key, value)
     if cfg.train.max_seconds is not None and not cfg.train.max_seconds > 0:
         raise ConfigError(f"train.max_seconds={cfg.train.max_seconds} must be > 0")
+    if not cfg.model.output_init >= 0.0:
+        raise ConfigError(f"model.output_init={cfg.model.output_init} must be >= 0 (0 = a zero output table)")
     if not 0.0 <= cfg.model.dropout < 1.0:
         raise ConfigError(f"model.dropout={cfg.model.dropout} must be in [0, 1)")
     if not 0.0 < cfg.data.heldout_fraction < 0.5:

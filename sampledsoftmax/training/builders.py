@@ -73,7 +73,9 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
     """The output layer + loss from the registry, by `loss.name`; the sampler from `loss.sampler`.
 
     `vocab` needs `len()` and `counts` (class frequencies, id = rank). `weight` borrows an output table (tied
-    embeddings); otherwise the table starts at zero, as word2vec's.
+    embeddings); otherwise the table starts at zero, as word2vec's, or, with `model.output_init` = std > 0, at normal
+    entries of that deviation drawn from their own generator seeded by `train.seed` (the same table on every rank;
+    the training generator's stream is untouched).
 
     The loss is built with `validate=False`: its per-call range check of the targets (and of sampled ids) is a
     host sync on every training step, and both trainers' ids are in range by construction: every id is a rank in
@@ -109,7 +111,13 @@ def build_loss_fn(cfg, vocab, generator: torch.Generator, weight: Optional[torch
     loss_fn = build_loss(lc.name, v, dim, **kw)
     with torch.no_grad():
         if weight is None and loss_fn.weight is not None:
-            loss_fn.weight.zero_()  # word2vec's output table starts at zero
+            std = float(getattr(cfg.model, "output_init", 0.0))
+            if std > 0:
+                init = torch.Generator().manual_seed(cfg.train.seed)
+                loss_fn.weight.copy_(torch.empty(loss_fn.weight.shape, dtype=loss_fn.weight.dtype)
+                                     .normal_(0.0, std, generator=init))
+            else:
+                loss_fn.weight.zero_()  # word2vec's output table starts at zero
         if loss_fn.bias is not None:
             # start from the unigram model of the targets the batches deliver, log p(c) (subsampled frequencies when
             # data.sample > 0): a self-normalising loss (NCE) otherwise keeps the rarely sampled classes near logit 0,
