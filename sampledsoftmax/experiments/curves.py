@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 # identity of a cell, copied from its results row into each of its curve points
-ID_COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "V", "budget"]
+ID_COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "optimizer", "V", "budget"]
 POINT_COLUMNS = ["step", "train_s", "eval_s", "full_ce", "excess_ce", "top10"]
 CURVE_COLUMNS = ID_COLUMNS + POINT_COLUMNS
 MARGIN = 0.1  # nats above the best CE at a V: the time-to-target threshold

@@ -108,6 +108,7 @@ class Series(NamedTuple):
     S: Optional[int]
     subtract_log_q: Optional[bool]
     finish_with_full: Optional[float] = None
+    optimizer: str = ""  # the optim.name of the results' "optimizer" column ("sgd 0.025" -> "sgd"); "" if absent
 
     @property
     def label(self) -> str:
@@ -115,19 +116,21 @@ class Series(NamedTuple):
 
     def sort_key(self) -> tuple:
         return (_LOSS_ORDER.get(self.loss, 99), self.loss, self.sampler, self.S or 0, self.subtract_log_q is False,
-                self.finish_with_full or 0.0)
+                self.finish_with_full or 0.0, self.optimizer)
 
 
 def series_of(row: dict) -> Series:
     loss = str(row.get("loss") or "").strip() or "?"
+    optimizer = str(row.get("optimizer") or "").split()
     return Series(loss, str(row.get("sampler") or "").strip(), _int(row.get("S")), _flag(row.get("subtract_log_q")),
-                  _fraction(row.get("finish_with_full")))
+                  _fraction(row.get("finish_with_full")), optimizer[0] if optimizer else "")
 
 
 def series_label(series: Series) -> str:
     """"full", "sampled log_uniform S=64", "sampled uniform S=64 no logQ", "negative S=5", "nce S=64",
     "negative uniform S=5" (a non-default sampler is named), "inbatch", "inbatch no logQ", "adaptive",
-    "sampled unigram S=64, full last 10%" (loss.finish_with_full=0.1)."""
+    "sampled unigram S=64, full last 10%" (loss.finish_with_full=0.1), "full, Adam" (an optimizer other than SGD
+    is named)."""
     parts = [series.loss]
     if series.sampler and (series.loss == "sampled" or series.sampler != DEFAULT_SAMPLER):
         parts.append(series.sampler)
@@ -138,7 +141,12 @@ def series_label(series: Series) -> str:
     text = " ".join(parts)
     if series.finish_with_full:
         text += f", full last {series.finish_with_full * 100:.3g}%"
+    if series.optimizer and series.optimizer != "sgd":
+        text += ", " + _OPTIMIZER_NAMES.get(series.optimizer, series.optimizer)
     return text
+
+
+_OPTIMIZER_NAMES = {"adam": "Adam", "sparse_adam": "SparseAdam", "adagrad": "Adagrad"}
 
 
 class _Cell(NamedTuple):
@@ -262,7 +270,7 @@ _SINGLE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 def _colors(series: Iterable[Series]) -> dict[Series, Any]:
     """Series -> RGB colour. The full softmax is dark grey; a (loss, sampler) with several S values is a colour
     family (blues, oranges, greens, ...) with a shade per S, so twenty-odd sampled methods stay readable; the others
-    get distinct plain colours. The logQ correction and finish_with_full are told apart by the line style
+    get distinct plain colours (a method with another optimizer is another family). The logQ correction and finish_with_full are told apart by the line style
     (:func:`_style`), the loss by the marker. Deterministic: it depends on the set of series only."""
     from matplotlib import colormaps
     from matplotlib.colors import to_rgb
@@ -270,7 +278,7 @@ def _colors(series: Iterable[Series]) -> dict[Series, Any]:
     ordered = sorted(set(series), key=Series.sort_key)
     families: dict[tuple, list[Series]] = {}
     for s in ordered:
-        families.setdefault((s.loss, s.sampler), []).append(s)
+        families.setdefault((s.loss, s.sampler, s.optimizer), []).append(s)
     multi = [k for k, ms in families.items() if k[0] != "full" and len({m.S for m in ms}) > 1]
     taken = {_FAMILY_MAPS[i % len(_FAMILY_MAPS)][1] for i in range(min(len(multi), len(_FAMILY_MAPS)))}
     singles = [c for c in _SINGLE_COLORS if c not in taken] or list(_SINGLE_COLORS)
@@ -433,6 +441,30 @@ def _curve_lines(points: Sequence[dict]) -> tuple[Optional[str], str, dict[Optio
     return budget, metric, dict(by_v)
 
 
+def _budget_groups(lines: list) -> tuple[list, list, int]:
+    """Split one panel's (series, cell, xy) lines by the training seconds they ran: (main, longer, number left out).
+    The main group is the budget most losses share at this V (ends within 15 % of each other: the same
+    train.max_seconds); cells given more time (e.g. the exact softmax run longer, to converge) are `longer`, drawn
+    with their budget in the label; shorter cells (a study of its own at this V, e.g. the bias group: bias.png)
+    are left out, so the panel compares methods under one budget and every line reaches the same right edge."""
+    ends = sorted({max(x for x, _ in xy) for _, _, xy in lines})
+    clusters: list[list[float]] = []
+    for e in ends:
+        if clusters and e <= clusters[-1][0] * 1.15:
+            clusters[-1].append(e)
+        else:
+            clusters.append([e])
+
+    def group(line) -> int:
+        end = max(x for x, _ in line[2])
+        return next(i for i, c in enumerate(clusters) if c[0] <= end <= c[-1])
+
+    losses = [{ln[0].loss for ln in lines if group(ln) == i} for i in range(len(clusters))]
+    main = max(range(len(clusters)), key=lambda i: (len(losses[i]), i))
+    longer = [ln for ln in lines if group(ln) > main]
+    return [ln for ln in lines if group(ln) == main], longer, sum(group(ln) < main for ln in lines)
+
+
 def curves_figure(points: Sequence[dict], colors: dict):
     """curves.png: CE against training seconds, one panel per V, one line per cell. None without curve points."""
     budget, metric, by_v = _curve_lines(points)
@@ -448,10 +480,20 @@ def curves_figure(points: Sequence[dict], colors: dict):
         # real text: negative sampling is not a normalised model (its CE starts near log V, far above the others);
         # the panel's range follows the normalised losses and says where negative sampling lies
         clip = metric != "excess_ce" and any(series.loss != "negative" for series, _, _ in by_v[v])
-        for series, _cell, xy in sorted(by_v[v], key=lambda t: (t[0].sort_key(), t[1])):
+        main, longer, left_out = _budget_groups(by_v[v]) if budget == "seconds" else (by_v[v], [], 0)
+        for series, _cell, xy in sorted(main, key=lambda t: (t[0].sort_key(), t[1])):
             xs, y = zip(*xy)
             ax.plot(xs, y, label=series.label, markersize=4, linewidth=1.2, **_style(series, colors))
             (above if clip and series.loss == "negative" else ys).extend(y)
+        for series, _cell, xy in sorted(longer, key=lambda t: (t[0].sort_key(), t[1])):
+            xs, y = zip(*xy)
+            style = dict(_style(series, colors), markerfacecolor="white", alpha=0.8)
+            ax.plot(xs, y, label=f"{series.label} ({max(xs):.0f} s budget)", markersize=4, linewidth=1.0,
+                    **style)
+            (above if clip and series.loss == "negative" else ys).extend(y)
+        if left_out:
+            ax.text(0.98, 0.03, f"{left_out} shorter-budget cells not drawn", transform=ax.transAxes, fontsize=7,
+                    ha="right", va="bottom", color="0.3")
         t = goal.get(str(v)) if v is not None else None
         if t is not None:
             ax.axhline(t, color="0.45", linewidth=1, linestyle=":", zorder=1,

@@ -60,7 +60,8 @@ TOP_KEYS = ("name", "out_dir", "base", "grid", "budgets")
 # a time-budgeted cell runs until its training seconds are spent: its step limit is set out of reach
 _UNBOUNDED_STEPS = 10**9
 
-COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "V", "budget", "steps", "train_s",
+COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "optimizer", "V", "budget", "steps",
+           "train_s",
            "eval_s", "wall_s", "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "target",
            "time_to_target", "top1", "top10", "wordsim", "analogy", "bias_gap", "grad_cosine", "status", "run_dir"]
 
@@ -296,6 +297,7 @@ def _base_row(cell: Cell, cfg) -> dict:
         "S": (lc.num_sampled if lc.num_sampled is not None else "default") if sampling else "",  # see _train_cell
         "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
         "finish_with_full": lc.finish_with_full or "",
+        "optimizer": f"{cfg.optim.name} {cfg.optim.alpha:g}",  # name and starting rate, e.g. "sgd 0.025"
         "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
         "budget": "seconds" if cfg.train.max_seconds else "pairs",
     }
