@@ -6,9 +6,10 @@
 One markdown table per class count V (the real V of the cells): each cell's loss, the steps it trained in its
 budget, the median step time, the peak memory of its process, the final exact CE (and excess over the Bayes optimum
 on the planted corpus), the training seconds it took to come within 0.1 nats of the best CE any cell reached at that
-V (time_to_target; "-" if never) and the seconds its exact evaluations cost (not counted as training); on real text
-also WordSim-353 (Spearman) and the Google analogy accuracy at the end. The bias group
-(several S of one sampler at one V) is printed as its own table: CE reached in the budget against S.
+V (time_to_target; "-" if never), its optimizer and starting rate (results without that column: "-") and the
+seconds its exact evaluations cost (not counted as training); on real text also WordSim-353 (Spearman) and the
+Google analogy accuracy at the end. The bias group (several S of one sampler at one V) is printed as its own table:
+CE reached in the budget against S.
 """
 
 from __future__ import annotations
@@ -70,11 +71,13 @@ def main(argv: list[str]) -> int:
             continue
         print(f"\nV = {int(v):,}, {budget} of training per cell\n")
         extra = " WordSim | analogy |" if words else ""
-        print(f"| loss | steps | step ms | peak MB | final {ce} | time to target (s) | eval s |{extra} status |")
-        print("|---|---|---|---|---|---|---|" + ("---|---|" if words else "") + "---|")
+        print(f"| loss | optimizer | steps | step ms | peak MB | final {ce} | time to target (s) | eval s |{extra} "
+              "status |")
+        print("|---|---|---|---|---|---|---|---|" + ("---|---|" if words else "") + "---|")
         for r in sorted(cells, key=lambda r: float(r.get("excess_ce" if excess else "full_ce") or 1e9)):
             metrics = f" {_f(r.get('wordsim'), '.3f')} | {_f(r.get('analogy'), '.3f')} |" if words else ""
-            print(f"| {_label(r)} | {r.get('steps') or '-'} | {_f(r.get('step_ms'), '.1f')} | "
+            print(f"| {_label(r)} | {r.get('optimizer') or '-'} | {r.get('steps') or '-'} | "
+                  f"{_f(r.get('step_ms'), '.1f')} | "
                   f"{_f(r.get('peak_mem_mb'), '.0f')} | {_f(r.get('excess_ce' if excess else 'full_ce'), '.3f')} | "
                   f"{_f(r.get('time_to_target'), '.2f')} | {_f(r.get('eval_s'), '.1f')} |{metrics} {r['status']} |")
     return 0

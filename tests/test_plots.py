@@ -481,3 +481,55 @@ def test_widen_a_squeezed_axis():
     assert hi / lo == pytest.approx(1.5) and lo < 5.0 and hi > 5.02
     lo, hi = ax.get_ylim()
     assert hi - lo == pytest.approx(0.05 * 0.30005) and lo < 0.30 < 0.3001 < hi
+
+
+def test_curves_draw_one_budget_per_panel_longer_cells_labelled_shorter_ones_counted():
+    """configs/sweep.yaml at one V: the main cells (every loss) under one budget, the exact softmax once more with a
+    longer budget, and the bias group (one loss, shorter budget). The panel draws the main budget, the longer cell
+    labelled with its budget (open markers), and leaves the shorter ones out with a note counting them (at 100k
+    they were twenty overlapping lines ending at a third of the panel)."""
+    rows, points = make_sweep(vs=(10000, 100000), bias=True)
+    bias_only = {p["cell"] for p in points if p["V"] == "99874" and p["S"] in ("16", "256", "4096")}
+    assert len(bias_only) == 12
+    long_full = [{**p, "cell": "full-V10000-240s", "train_s": f"{float(p['train_s']) * 4:.6g}"}
+                 for p in points if p["cell"] == "full-V10000-60s"]
+    pts = [{**p, "train_s": f"{float(p['train_s']) / 3:.6g}"} if p["cell"] in bias_only else p for p in points]
+    fig = build_figures(rows, pts + long_full)["curves.png"]
+    ax10, ax100 = panels(fig)
+    labels10 = [ln.get_label() for ln in series_lines(ax10) if not ln.get_label().startswith("target")]
+    assert "full (240 s budget)" in labels10 and labels10.count("full") == 1
+    (long_line,) = [ln for ln in series_lines(ax10) if ln.get_label() == "full (240 s budget)"]
+    assert max(long_line.get_xdata()) == pytest.approx(240, rel=1e-3) and long_line.get_markerfacecolor() == "white"
+    assert not ax10.texts
+    labels100 = {ln.get_label() for ln in series_lines(ax100)}
+    assert not any("S=16" in lab or "S=256" in lab or "S=4096" in lab for lab in labels100)
+    assert {"full", "nce S=64", "sampled unigram S=1024"} <= labels100
+    assert [t.get_text() for t in ax100.texts] == ["12 shorter-budget cells not drawn"]
+    # the pairs budget ends wherever each cell's steps ran out: nothing is left out there
+    rows, points = make_sweep(vs=(10000,), budgets=("pairs",), bias=False)
+    ax = panels(build_figures(rows, points)["curves.png"])[0]
+    assert len([ln for ln in series_lines(ax) if not ln.get_label().startswith("target")]) == len(
+        {p["cell"] for p in points}) and not ax.texts
+
+
+def test_a_non_sgd_optimizer_is_named_and_coloured_apart():
+    assert series_of({"loss": "full", "optimizer": "adam 0.01"}).label == "full, Adam"
+    assert series_of({"loss": "full", "optimizer": "sgd 0.025"}).label == "full"
+    assert series_of({"loss": "full"}).label == "full"  # an older results.csv without the column
+    nce = series_of({"loss": "nce", "sampler": "unigram", "S": "64", "optimizer": "sparse_adam 0.01"})
+    assert nce.label == "nce S=64, SparseAdam"
+    rows, points = make_sweep(vs=(10000,), bias=False)
+    sgd_cell = "sampled-unigram-S1024-V10000-60s"
+    extra = [{**p, "cell": sgd_cell + "-sparse_adam", "optimizer": "sparse_adam 0.01",
+              "excess_ce": f"{float(p['excess_ce']) * 0.8:.6g}"} for p in points if p["cell"] == sgd_cell]
+    extra_rows = [{**r, "cell": sgd_cell + "-sparse_adam", "optimizer": "sparse_adam 0.01"} for r in rows
+                  if r.get("cell") == sgd_cell]
+    figs = build_figures(rows + extra_rows, points + extra)
+    ax = panels(figs["curves.png"])[0]
+    (sgd,) = series_lines(ax, ["sampled unigram S=1024"])
+    (adam,) = series_lines(ax, ["sampled unigram S=1024, SparseAdam"])
+    assert sgd.get_color() != adam.get_color()
+    # the per-V plots keep them apart too (they were one median before)
+    ax = panels(figs["step_time_vs_V.png"])[0]
+    assert {"sampled unigram S=1024", "sampled unigram S=1024, SparseAdam"} <= {ln.get_label() for ln in
+                                                                               series_lines(ax)}

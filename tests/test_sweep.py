@@ -73,6 +73,7 @@ def test_sweep_runs_records_failures_and_resumes(tmp_path, monkeypatch, capsys):
         assert list(run_dir.glob("events.out.tfevents.*")), "one TensorBoard run per cell"
     assert ok["sampled-uniform-S16"]["sampler"] == "uniform" and ok["sampled-uniform-S16"]["S"] == "16"
     assert ok["full"]["sampler"] == "" and ok["full"]["S"] == ""
+    assert all(r["optimizer"] == "sgd 0.025" for r in ok.values())  # optim.name and optim.alpha of the cell
     assert all(r["budget"] == "pairs" and float(r["train_s"]) > 0 for r in ok.values())
     sampled = ok["sampled-uniform-S16"]  # the sampled-vs-exact bias diagnostics of the final evaluation
     assert sampled["bias_gap"] not in ("", "nan") and -1 <= float(sampled["grad_cosine"]) <= 1

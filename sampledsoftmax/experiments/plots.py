@@ -270,8 +270,9 @@ _SINGLE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brow
 def _colors(series: Iterable[Series]) -> dict[Series, Any]:
     """Series -> RGB colour. The full softmax is dark grey; a (loss, sampler) with several S values is a colour
     family (blues, oranges, greens, ...) with a shade per S, so twenty-odd sampled methods stay readable; the others
-    get distinct plain colours (a method with another optimizer is another family). The logQ correction and finish_with_full are told apart by the line style
-    (:func:`_style`), the loss by the marker. Deterministic: it depends on the set of series only."""
+    get distinct plain colours (a method with another optimizer is another family). The logQ correction and
+    finish_with_full are told apart by the line style (:func:`_style`), the loss by the marker. Deterministic: it
+    depends on the set of series only."""
     from matplotlib import colormaps
     from matplotlib.colors import to_rgb
 
