@@ -142,6 +142,23 @@ def test_shipped_sweep_files_validate():
         load_sweep(root / "sweep_text.yaml")
     text = load_sweep(root / "sweep_text.yaml", [f"data.corpus={root / 'sweep_text.yaml'}"])  # any existing file
     assert len({c.id for c in text.cells}) == len(text.cells) == 20
+    converged = load_sweep(root / "sweep_converged.yaml")
+    assert [c.id for c in converged.cells] == ["full-adam", "sampled-unigram-S1024-sparse_adam", "nce-S64-sparse_adam"]
+
+
+def test_the_converged_sweep_trains_on_the_headline_sweeps_10k_corpus():
+    """sweep_converged.yaml is read against sweep.yaml's V = 10k cells: the same planted corpus and model size."""
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent / "configs"
+
+    def settings(name):
+        base = yaml.safe_load((root / name).read_text())["base"]
+        return dict(item.split("=", 1) for item in base if item.startswith(("data.", "model.", "optim.batch_size")))
+
+    full, converged = settings("sweep.yaml"), settings("sweep_converged.yaml")
+    assert converged.pop("data.synthetic.vocab_size") == "10000"
+    assert converged == full
 
 
 def test_real_text_sweep_varies_the_class_count_through_the_vocabulary_cap(tmp_path):
