@@ -183,13 +183,17 @@ def _add_run_options(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def _report_run(result: dict, runs_root: str) -> int:
-    """Print the run's final exact metrics and where its TensorBoard logs are; 130 if it was interrupted."""
+    """Print the run's final exact metrics and where its TensorBoard logs are. Exit status: 0 when the run is
+    complete; after a checkpointed stop 130 (Ctrl-C) or 75 (SIGTERM, SIGUSR1: preempted, run again with --resume)."""
+    from sampledsoftmax.training.signals import exit_status
+
+    code = exit_status(result.get("signal")) if result["stopped"] else 0
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports for the job
-        return 130 if result["stopped"] else 0
+        return code
     summary = " ".join(f"{k}={v:.4g}" for k, v in result["metrics"].items() if k.startswith("eval/"))
     print(f"run: {result['run_dir']}  step {result['step']}  {summary}")
     print(f"TensorBoard: tensorboard --logdir {runs_root}")
-    return 130 if result["stopped"] else 0
+    return code
 
 
 # the training commands: name -> (help, description, --set example, config loader, trainer), each "module:function"
@@ -214,7 +218,7 @@ def _add_trainers(sub: argparse._SubParsersAction) -> None:
     for name, (help_text, description, example, loader, trainer) in _TRAINERS.items():
         p = sub.add_parser(name, help=help_text, description=description)
         _add_run_options(p, example)
-        p.set_defaults(func=_cmd_train, loader=loader, trainer=trainer)
+        p.set_defaults(func=_cmd_train, loader=loader, trainer=trainer, stoppable=True)
 
 
 def _load(ref: str) -> Callable:
@@ -296,16 +300,24 @@ def _add_sweep(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sweep", help="sweep YAML, e.g. configs/sweep_quick.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a trainer key in every cell, e.g. --set train.max_steps=100 (repeatable)")
+    p.add_argument("--shard", default=None, metavar="K/N",
+                   help="run only the cells whose grid index is K modulo N (0 <= K < N), e.g. in a SLURM job array: "
+                   "--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-<N-1>. Several sweep "
+                   "processes may share one sweep directory with or without --shard: each cell is claimed by one")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=_cmd_sweep)
+    p.set_defaults(func=_cmd_sweep, stoppable=True)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from sampledsoftmax.experiments.sweep import run_sweep
+    from sampledsoftmax.experiments.sweep import parse_shard, run_sweep
+    from sampledsoftmax.training.signals import exit_status
 
-    rows = run_sweep(args.sweep, args.overrides, quiet=args.quiet)
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    rows = run_sweep(args.sweep, args.overrides, quiet=args.quiet, shard=shard)
     failed = [r for r in rows if not str(r.get("status", "")).startswith("ok")]
     print(f"sweep: {len(rows) - len(failed)} cells ok, {len(failed)} failed")
+    if rows.stop_signal is not None:
+        return exit_status(rows.stop_signal)
     return 1 if failed else 0
 
 
@@ -348,11 +360,19 @@ def _out_of_space(exc: BaseException | None) -> OSError | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; return the exit code (0 ok, 1 a benchmark cell failed, 2 a user error)."""
+    """Run one command; return the exit code (0 ok, 1 a benchmark or sweep cell failed, 2 a user error, 130 after
+    Ctrl-C, 75 after SIGTERM or SIGUSR1: a training run or sweep that stopped with its checkpoint, to --resume or
+    re-run)."""
     ok = False
     try:
         args = build_parser().parse_args(argv)
-        code = int(args.func(args) or 0)
+        if getattr(args, "stoppable", False):  # train, train-lm, sweep: stop cleanly on Ctrl-C, SIGTERM, SIGUSR1
+            from sampledsoftmax.training.signals import stop_on_signals
+
+            with stop_on_signals():
+                code = int(args.func(args) or 0)
+        else:
+            code = int(args.func(args) or 0)
         ok = code == 0
         return code
     except SampledSoftmaxError as e:

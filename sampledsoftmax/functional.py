@@ -31,6 +31,8 @@ __all__ = [
     "chunked_softmax_cross_entropy",
     "chunked_one_vs_all",
     "chunked_topk",
+    "chunked_nll_and_rank",
+    "expected_topk_hit",
     "gather_rows",
     "sampled_logits",
     "candidate_softmax_cross_entropy",
@@ -615,34 +617,68 @@ def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
 def chunked_nll_and_rank(
     hidden: Tensor, weight: Tensor, bias: Optional[Tensor], target: Tensor, *,
     memory_budget_mb: Optional[float] = None,
-) -> tuple[Tensor, Tensor]:
-    """Exact NLL of `target` under softmax(hidden @ weightᵀ + bias) and the target's rank, in ONE pass over V.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Exact NLL of `target` under softmax(z), z = hidden @ weightᵀ + bias, and the target's rank among the V
+    logits, in ONE pass over V:
 
-    rank_i = #{c ≠ t_i : z_ic > z_it} (0: the target is the arg max), so top-k accuracy is `rank < k`; ties count in
-    the target's favour. One product per block of rows (and columns), an online log-sum-exp and a comparison count:
-    the evaluation cost of `exact_nll` alone, instead of that plus a top-k pass. No gradients.
+        nll_i = logsumexp_c z_ic − z_it,   greater_i = #{c : z_ic > z_it},   ties_i = #{c ≠ t_i : z_ic = z_it}
+
+    The target's place in the sorted logits is greater_i (0: the arg max) when its ties are broken in its favour, and
+    greater_i + ties_i against it; `expected_topk_hit(greater, ties, k)` is the top-k accuracy with ties broken
+    uniformly at random (a zero table, every logit tied, scores k/V, not 1). One product per block of rows (and
+    columns), an online log-sum-exp and two comparison counts: the evaluation cost of `exact_nll` alone, instead of
+    that plus a top-k pass. No gradients. The target logit is a row dot product, apart from the blocks' matrix
+    products: logits equal in exact arithmetic may differ in the last bit between the two (a tie is certain only
+    where both are exact, e.g. a zero table or integer-valued entries).
 
     Shape:
-        hidden (N, d), target (N,) int64 in [0, V) -> nll (N,) fp32 (fp64 for fp64 inputs), rank (N,) int64
+        hidden (N, d), target (N,) int64 in [0, V) -> nll (N,) fp32 (fp64 for fp64 inputs), greater (N,) int64,
+        ties (N,) int64
     """
     with torch.no_grad(), autocast_off(hidden.device.type):
-        n = hidden.shape[0]
         acc = _acc_dtype(_matmul_dtype(hidden, weight))
-        nll = torch.empty(n, dtype=acc, device=hidden.device)
-        rank = torch.zeros(n, dtype=torch.long, device=hidden.device)
-        for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb):
-            r1, t = r0 + h.shape[0], target[r0 : r0 + h.shape[0]]
-            zt = (h.to(acc) * weight[t].to(acc)).sum(1)  # (r,) the target logits, row by row
-            if bias is not None:
-                zt += bias[t].to(acc)
-            lse = _OnlineLSE(h.shape[0], acc, h.device)
-            for c0, z in columns:
-                lse.add(z)
-                own = (t >= c0) & (t < c0 + z.shape[1])  # the target's own column never outranks it
-                z[own, (t[own] - c0)] = -math.inf
-                rank[r0:r1] += (z > zt[:, None]).sum(1)
-            nll[r0:r1] = lse.value() - zt
-        return nll, rank
+        zt = (hidden.to(acc) * weight[target].to(acc)).sum(1)  # (N,) the target logits, row by row
+        if bias is not None:
+            zt += bias[target].to(acc)
+        lse, greater, ties = _lse_and_rank_counts(hidden, weight, bias, zt, target, memory_budget_mb)
+        return lse - zt, greater, ties
+
+
+def _lse_and_rank_counts(hidden, weight, bias, zt, own, memory_budget_mb):
+    """One pass over the columns of `weight`: per row i the log-sum-exp of the logits z_i·, #{c ≠ own_i : z_ic >
+    zt_i} and #{c ≠ own_i : z_ic = zt_i}. own (N,) is the target's column in `weight`, −1 where it has none (a
+    shard of the table that does not hold the target). -> lse (N,) acc dtype, greater (N,) int64, ties (N,) int64."""
+    n = hidden.shape[0]
+    lse_out = torch.empty(n, dtype=zt.dtype, device=hidden.device)
+    greater = torch.zeros(n, dtype=torch.long, device=hidden.device)
+    ties = torch.zeros(n, dtype=torch.long, device=hidden.device)
+    for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb):
+        r1, t, zr = r0 + h.shape[0], own[r0 : r0 + h.shape[0]], zt[r0 : r0 + h.shape[0], None]  # (r,), (r, 1)
+        lse = _OnlineLSE(h.shape[0], zt.dtype, h.device)
+        for c0, z in columns:
+            lse.add(z)
+            inside = (t >= c0) & (t < c0 + z.shape[1])  # the target's own column neither outranks nor ties it
+            z[inside, (t[inside] - c0)] = -math.inf
+            greater[r0:r1] += (z > zr).sum(1)
+            ties[r0:r1] += (z == zr).sum(1)
+        lse_out[r0:r1] = lse.value()
+    return lse_out, greater, ties
+
+
+def expected_topk_hit(greater: Tensor, ties: Tensor, k: int) -> Tensor:
+    """P(the target is among the k best classes) when ties are broken uniformly at random, from the counts of
+    `chunked_nll_and_rank`: the target takes each place greater, ..., greater + ties (0-based) with probability
+    1 / (ties + 1), so
+
+        P = clamp((k − greater) / (ties + 1), 0, 1)
+
+    1 or 0 where nothing ties with the target (a hit iff greater < k); k / V where all V logits tie. Its mean over
+    examples is the top-k accuracy in expectation over the tie-breaking: chance, k / V, for a model that knows nothing.
+
+    Shape:
+        greater (N,), ties (N,) int -> (N,) float64
+    """
+    return ((k - greater).double() / (ties + 1).double()).clamp_(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -235,20 +235,24 @@ class OutputLayerLoss(nn.Module):
 
     @fp32_under_autocast
     @torch.no_grad()
-    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """`exact_nll` and the rank of each target among all V logits (0 = the arg max; top-k hit = rank < k) in
-        one chunked pass over V: what an evaluation needs of CE and top-k accuracy at the cost of the NLL alone.
-        Ignored entries give NLL 0 and rank 0.
+    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`exact_nll` and the rank of each target among all V logits, in one chunked pass over V: what an evaluation
+        needs of CE and top-k accuracy at the cost of the NLL alone.
+
+        greater = #{c : z_c > z_t} and ties = #{c ≠ t : z_c = z_t} (`functional.chunked_nll_and_rank`); the top-k
+        hit with ties broken uniformly at random is `functional.expected_topk_hit(greater, ties, k)` (not
+        greater < k, which counts every tie as a win: a zero table would score 1). Ignored entries give 0, 0, 0.
 
         Shape:
-            hidden (..., d), target (...) -> nll fp32 (fp64 for fp64 inputs) and rank int64, both of target's shape
+            hidden (..., d), target (...) -> nll fp32 (fp64 for fp64 inputs), greater and ties int64, all of
+            target's shape
         """
         h, t, _ = self._flatten(hidden, target, allow_multi=False)
         tt = t.reshape(-1)
-        nll, rank = chunked_nll_and_rank(h, self.weight, self.bias, tt.clamp_min(0),
-                                         memory_budget_mb=self.memory_budget_mb)
+        nll, greater, ties = chunked_nll_and_rank(h, self.weight, self.bias, tt.clamp_min(0),
+                                                  memory_budget_mb=self.memory_budget_mb)
         valid = tt >= 0
-        return (nll * valid).reshape(target.shape), (rank * valid).reshape(target.shape)
+        return tuple((x * valid).reshape(target.shape) for x in (nll, greater, ties))
 
     @fp32_under_autocast
     @torch.no_grad()
@@ -662,21 +666,23 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
 
     @fp32_under_autocast
     @torch.no_grad()
-    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        """The base class's one-pass NLL and target rank, from the adaptive model's log-probabilities."""
+    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The base class's one-pass NLL and target rank (greater, ties), from the adaptive model's log-probs."""
         h, t, _ = self._flatten(hidden, target, allow_multi=False)
         h, tt = self._h(h), t.reshape(-1)
         nll = torch.zeros(tt.shape[0], dtype=_acc_dtype(h.dtype), device=h.device)
-        rank = torch.zeros(tt.shape[0], dtype=torch.long, device=h.device)
+        greater = torch.zeros(tt.shape[0], dtype=torch.long, device=h.device)
+        ties = torch.zeros(tt.shape[0], dtype=torch.long, device=h.device)
         rows = self._row_blocks(h.shape[0])
         for i in range(0, h.shape[0], rows):
             lp = self.asm.log_prob(h[i : i + rows]).to(nll.dtype)  # (r, V)
             ti = tt[i : i + rows].clamp_min(0)
             lt = lp.gather(1, ti[:, None])  # (r, 1)
-            lp.scatter_(1, ti[:, None], -math.inf)  # the target's own column never outranks it
-            nll[i : i + rows], rank[i : i + rows] = -lt[:, 0], (lp > lt).sum(1)
+            lp.scatter_(1, ti[:, None], -math.inf)  # the target's own column neither outranks nor ties it
+            nll[i : i + rows] = -lt[:, 0]
+            greater[i : i + rows], ties[i : i + rows] = (lp > lt).sum(1), (lp == lt).sum(1)
         valid = tt >= 0
-        return (nll * valid).reshape(target.shape), (rank * valid).reshape(target.shape)
+        return tuple((x * valid).reshape(target.shape) for x in (nll, greater, ties))
 
 
 LOSSES: dict[str, type[OutputLayerLoss]] = {

@@ -80,6 +80,7 @@ from .functional import (
     _backprop_block,
     _block_logits,
     _blocks,
+    _lse_and_rank_counts,
     _matmul_dtype,
     _rows_budget,
     autocast_off,
@@ -571,6 +572,39 @@ class VocabParallel:
         tt = t.reshape(-1)
         nll = self._parallel_ce(hh, tt, 0.0)
         return (nll * (tt >= 0)).reshape(target.shape)
+
+    @fp32_under_autocast
+    @torch.no_grad()
+    def exact_nll_and_rank(self, hidden: Tensor, target: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`exact_nll` and the target's rank over all V classes (all ranks together): greater = #{c : z_c > z_t} and
+        ties = #{c ≠ t : z_c = z_t} (see `OutputLayerLoss.exact_nll_and_rank`), in one pass over each shard. The
+        owner of each target computes its logit (one all-reduce of N values), each rank counts its own classes and
+        its shard's log-sum-exp, and the counts and log-sum-exps are combined (one all-reduce of 2N counts, one MAX
+        and one SUM of N values). Ignored entries give 0, 0, 0.
+
+        Shape:
+            hidden (..., d), target (...) -> nll fp32 (fp64 for fp64 inputs), greater and ties int64, all of
+            target's shape, the same on every rank
+        """
+        h, t, _ = self._flatten(hidden, target, allow_multi=False)
+        if self.validate:
+            self._check_replicated(h, t)
+        tt = t.reshape(-1)
+        own = self._local_target(tt.clamp_min(0))  # (N,) the target's row in this shard, −1 elsewhere
+        with autocast_off(h.device.type):
+            acc = _acc_dtype(_matmul_dtype(h, self.weight))
+            held = own >= 0
+            zt = torch.zeros(h.shape[0], dtype=acc, device=h.device)  # (N,) the target logits, from their owners
+            zt[held] = (h[held].to(acc) * self.weight[own[held]].to(acc)).sum(1)
+            if self.bias is not None:
+                zt[held] += self.bias[own[held]].to(acc)
+            dist.all_reduce(zt, group=self.process_group)  # one owner per row: the others add exact zeros
+            lse_local, greater, ties = _lse_and_rank_counts(h, self.weight, self.bias, zt, own, self.memory_budget_mb)
+            counts = torch.stack([greater, ties])  # (2, N)
+            dist.all_reduce(counts, group=self.process_group)
+            nll = _combine_lse(lse_local, self.process_group) - zt
+        valid = tt >= 0
+        return tuple((x * valid).reshape(target.shape) for x in (nll, counts[0], counts[1]))
 
     @fp32_under_autocast
     @torch.no_grad()

@@ -72,6 +72,77 @@ def test_exact_metrics_topk_capped_at_vocabulary_and_empty_is_an_error():
         exact_metrics(loss_fn, model, torch.tensor([], dtype=torch.long), torch.tensor([], dtype=torch.long), 8)
 
 
+def _expected_hits_brute_force(logits, contexts, k):
+    """Top-k accuracy with ties broken uniformly at random, from the definition: among the classes whose logit equals
+    the context's, the context takes each place with equal probability; average the hit over those places."""
+    total = 0.0
+    for z, c in zip(logits.double().tolist(), contexts.tolist()):
+        ahead = sum(x > z[c] for x in z)  # places certainly ahead of the context
+        group = sum(x == z[c] for x in z)  # the context and its ties
+        total += sum(ahead + j < k for j in range(group)) / group
+    return total / len(contexts)
+
+
+@pytest.mark.parametrize("name", ["full", "negative", "adaptive"])
+def test_exact_metrics_count_ties_as_expected_hits(name):
+    """Integer-valued input vectors and table: many logits tie exactly, and a tie is not a win."""
+    g = torch.Generator().manual_seed(5)
+    model = torch.nn.Embedding(V, D)
+    loss_fn = build_loss(name, V, D, **({"num_sampled": 5} if name == "negative" else {}))
+    with torch.no_grad():
+        model.weight.copy_(torch.randint(-1, 2, (V, D), generator=g))
+        for p in loss_fn.parameters():
+            p.copy_(torch.randint(-1, 2, p.shape, generator=g))
+    centers, contexts = _pairs(203, seed=6)
+    got = exact_metrics(loss_fn, model, centers, contexts, batch_size=50, topk=(1, 5, 10))
+    with torch.no_grad():
+        logits = loss_fn.logits(model(centers))  # (N, V); the adaptive loss's are its log-probabilities
+        ce = F.cross_entropy(logits.double(), contexts).item()
+    assert got["full_ce"] == pytest.approx(ce, rel=1e-5)
+    for k in (1, 5, 10):
+        assert got[f"top{k}"] == pytest.approx(_expected_hits_brute_force(logits, contexts, k), abs=1e-12)
+    best_case = (logits > logits.gather(1, contexts[:, None])).sum(1)  # ties counted as wins: the old, biased metric
+    assert any(got[f"top{k}"] < (best_case < k).double().mean().item() for k in (1, 5, 10))  # the ties matter here
+
+
+def test_exact_metrics_of_a_zero_output_table_is_k_over_v():
+    """A model that knows nothing (word2vec's zero output table: every logit ties) scores k/V, not 1."""
+    model = _model()
+    loss_fn = FullSoftmaxLoss(V, D)
+    with torch.no_grad():
+        loss_fn.weight.zero_()
+    centers, contexts = _pairs(97)
+    got = exact_metrics(loss_fn, model, centers, contexts, batch_size=40, topk=(1, 10))
+    assert got["top1"] == pytest.approx(1 / V, abs=1e-12)
+    assert got["top10"] == pytest.approx(10 / V, abs=1e-12)
+    assert got["full_ce"] == pytest.approx(math.log(V), rel=1e-6)
+
+
+def test_skipgram_run_from_a_zero_output_table_logs_chance_top_k_at_step_0(tmp_path):
+    """End to end: word2vec's default output init (model.output_init=0, negative sampling without a bias) evaluates
+    at step 0 to top-1 = 1/V and top-10 = 10/V in the run's TensorBoard file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from sampledsoftmax.embeddings.config import load_config
+    from sampledsoftmax.embeddings.train import train
+
+    cfg = load_config(None, [
+        f"runs_root={tmp_path}", "name=zero", "data.synthetic.vocab_size=300", "data.synthetic.num_tokens=20000",
+        "data.synthetic.num_topics=5", "data.synthetic.heldout_sentences=100", "model.dim=16",
+        "optim.batch_size=256", "train.max_steps=2", "eval.every=20", "eval.projector_words=0", "train.device=cpu",
+    ])
+    assert cfg.loss.name == "negative" and cfg.model.output_init == 0.0  # word2vec's defaults
+    result = train(cfg, quiet=True)
+    acc = EventAccumulator(str(result["run_dir"]), size_guidance={"scalars": 0})
+    acc.Reload()
+    first = {tag: acc.Scalars(tag)[0] for tag in ("eval/top1", "eval/top10", "eval/full_ce")}
+    assert all(e.step == 0 for e in first.values())
+    v = torch.load(result["run_dir"] / "last.pt", weights_only=True)["loss"]["weight"].shape[0]  # the classes
+    assert first["eval/full_ce"].value == pytest.approx(math.log(v), rel=1e-6)  # a uniform softmax
+    assert first["eval/top1"].value == pytest.approx(1 / v, rel=1e-6)
+    assert first["eval/top10"].value == pytest.approx(10 / v, rel=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------- bias_diagnostics
 
 

@@ -269,3 +269,61 @@ def test_softmax_ce_over_many_cache_tiles_matches_cross_entropy(monkeypatch, eps
         up = torch.randn(40, dtype=torch.float64, generator=g)
         for a, r in zip(_grads((rows * up).sum(), h, w, b), _grads((ref_rows * up).sum(), h, w, b)):
             torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+def _tied_data(dtype, bias, seed):
+    """Integer-valued hidden states, table and bias: every logit is an exact small integer in any summation order,
+    so equal logits are equal in floating point and ties are plentiful (values in [-2, 2], d = 7)."""
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randint(-2, 3, (N, D), generator=g).to(dtype)
+    w = torch.randint(-1, 2, (V, D), generator=g).to(dtype)
+    b = torch.randint(-1, 2, (V,), generator=g).to(dtype) if bias else None
+    t = torch.randint(V, (N,), generator=g)
+    t[:3] = torch.tensor([0, V - 1, 37])  # the first and last column, and one inside a column block
+    return h, w, b, t
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nll_and_rank_count_greater_and_tied_logits_as_the_full_logits_do(budget, bias, dtype):
+    from sampledsoftmax.functional import chunked_nll_and_rank
+
+    h, w, b, t = _tied_data(dtype, bias, seed=3)
+    z = (h @ w.T + (b if b is not None else 0)).double()  # (N, V) exact integers
+    zt = z.gather(1, t[:, None])  # (N, 1)
+    ref_greater = (z > zt).sum(1)  # #{c : z_c > z_t}
+    ref_ties = (z == zt).sum(1) - 1  # #{c != t : z_c == z_t}
+    ref_nll = z.logsumexp(1) - zt[:, 0]
+    nll, greater, ties = chunked_nll_and_rank(h, w, b, t, memory_budget_mb=BUDGETS[budget])
+    assert greater.dtype == ties.dtype == torch.long
+    assert torch.equal(greater, ref_greater) and torch.equal(ties, ref_ties)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(nll.double(), ref_nll, rtol=tol, atol=tol)
+    assert (ref_ties > 0).sum() > N // 2 and (ref_greater > 0).any() and (ref_greater == 0).any()  # not vacuous
+
+
+def test_nll_and_rank_of_a_zero_table_ties_every_class():
+    from sampledsoftmax.functional import chunked_nll_and_rank
+
+    h, _, _, t = _data(dtype=torch.float32, seed=4)
+    nll, greater, ties = chunked_nll_and_rank(h.detach(), torch.zeros(V, D), torch.zeros(V), t,
+                                              memory_budget_mb=BUDGETS["col_blocks"])
+    assert torch.equal(greater, torch.zeros(N, dtype=torch.long))
+    assert torch.equal(ties, torch.full((N,), V - 1))
+    torch.testing.assert_close(nll, torch.full((N,), math.log(V)))
+
+
+def test_expected_topk_hit_is_the_mean_over_the_targets_places_among_its_ties():
+    """Ties broken uniformly at random: the target takes each of the places g, g+1, ..., g+e (0-based) with
+    probability 1/(e+1), and is a top-k hit at place j iff j < k."""
+    from sampledsoftmax.functional import expected_topk_hit
+
+    grid = [(g, e, k) for g in range(7) for e in range(6) for k in range(1, 9)]
+    greater = torch.tensor([g for g, _, _ in grid])
+    ties = torch.tensor([e for _, e, _ in grid])
+    for k in range(1, 9):
+        got = expected_topk_hit(greater, ties, k)
+        want = torch.tensor([sum(g + j < k for j in range(e + 1)) / (e + 1) for g, e, _ in grid], dtype=torch.float64)
+        assert got.dtype == torch.float64
+        assert torch.equal(got, want) or torch.allclose(got, want, rtol=0, atol=1e-15)

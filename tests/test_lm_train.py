@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from sampledsoftmax.cli import main
 from sampledsoftmax.lm.config import load_lm_config
@@ -87,3 +88,56 @@ def test_every_python_block_in_the_readme_runs():
     assert len(blocks) >= 2
     for code in blocks:
         exec(compile(code, "README.md", "exec"), {})
+
+
+def test_lm_clips_at_norm_1_after_a_sparse_sampled_loss_switches_to_the_full_softmax(tmp_path, monkeypatch):
+    """loss.sparse=true keeps clipping off while the sampled loss hands the output table a sparse gradient
+    (clip_grad_norm_ takes no sparse tensor); after loss.finish_with_full's switch every gradient is dense and each
+    step must clip at norm 1, as the exact softmax's steps always do. Seen from the optimizers (a global step
+    pre-hook: the gradients they are about to apply) and from clip_grad_norm_ (the norm before clipping)."""
+    from sampledsoftmax.losses import FullSoftmaxLoss
+    from sampledsoftmax.training import loop
+
+    tasks = []
+    switch = loop.switch_to_full
+
+    def switch_and_see(task):
+        switch(task)
+        tasks.append(task)
+
+    monkeypatch.setattr(loop, "switch_to_full", switch_and_see)
+    clip = torch.nn.utils.clip_grad_norm_
+    clipped = []  # (switched?, max_norm, the norm before clipping)
+
+    def clip_and_see(params, max_norm, *args, **kwargs):
+        norm = clip(params, max_norm, *args, **kwargs)
+        clipped.append((bool(tasks), float(max_norm), float(norm)))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", clip_and_see)
+    applied = []  # per optimizer step: (switched?, any sparse gradient, the norm of the gradients it applies)
+
+    def see_step(opt, args, kwargs):
+        grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+        dense = [g for g in grads if not g.is_sparse]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in dense])) if dense else 0.0
+        applied.append((bool(tasks), len(dense) < len(grads), float(norm)))
+
+    handle = register_optimizer_step_pre_hook(see_step)
+    try:
+        train_lm(_cfg(tmp_path, "loss.name=sampled", "loss.sparse=true", "loss.finish_with_full=0.5",
+                      "model.tie_weights=false", "model.output_init=3.0", "train.max_steps=12", "eval.every=100"),
+                 quiet=True)  # a large output table: gradients of norm well above 1
+    finally:
+        handle.remove()
+    (task,) = tasks
+    assert isinstance(task.loss_fn, FullSoftmaxLoss) and task.clip == 1.0
+    before = [a for a in applied if not a[0]]
+    after = [a for a in applied if a[0]]
+    assert before and any(sparse for _, sparse, _ in before)  # the sampled loss's sparse table: no clipping then
+    assert len(after) >= 5 and not any(sparse for _, sparse, _ in after)  # the exact softmax: every gradient dense
+    assert all(norm <= 1.0 + 1e-5 for _, _, norm in after), after  # clipped at norm 1
+    after_clips = [c for c in clipped if c[0]]
+    assert len(after_clips) == len(after) and all(c[1] == 1.0 for c in after_clips)  # every step after the switch
+    assert max(c[2] for c in after_clips) > 1.0  # some gradient was larger than 1: the clip above did something
+    assert not [c for c in clipped if not c[0]]  # and none before it

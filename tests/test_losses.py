@@ -551,9 +551,11 @@ def test_float64_hidden_with_a_float32_table(name):
 
 @pytest.mark.parametrize("name", ["full", "sampled", "nce", "negative", "inbatch", "ova", "adaptive"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_exact_nll_and_rank_in_one_pass_matches_the_dense_softmax(name, dtype):
-    """One pass over V gives the exact NLL and the target's rank (top-k hit = rank < k), against the dense
-    log-softmax, with column blocks forced (a tiny memory budget) and ignored targets."""
+@pytest.mark.parametrize("tied", [False, True])
+def test_exact_nll_and_rank_in_one_pass_matches_the_dense_softmax(name, dtype, tied):
+    """One pass over V gives the exact NLL and the target's rank, greater = #{c : z_c > z_t} and
+    ties = #{c != t : z_c = z_t}, against the dense log-softmax, with column blocks forced (a tiny memory budget)
+    and ignored targets. tied: integer-valued parameters and hidden states, so many logits tie exactly."""
     torch.manual_seed(0)
     V, d, n = 57, 5, 23
     kw = {"memory_budget_mb": 0.0005} if name in ("full", "ova") else {}
@@ -562,22 +564,28 @@ def test_exact_nll_and_rank_in_one_pass_matches_the_dense_softmax(name, dtype):
     loss = build_loss(name, V, d, **kw).to(dtype)
     with torch.no_grad():
         for p in loss.parameters():
-            p.normal_()
-    h = torch.randn(n, d, dtype=dtype)
+            p.copy_(torch.randint(-1, 2, p.shape)) if tied else p.normal_()
+    h = torch.randint(-2, 3, (n, d)).to(dtype) if tied else torch.randn(n, d, dtype=dtype)
     t = torch.randint(V, (n,))
     t[3] = -100
     t[5] = 0
-    nll, rank = loss.exact_nll_and_rank(h, t)
+    nll, greater, ties = loss.exact_nll_and_rank(h, t)
     lp = loss.logits(h).double().log_softmax(-1) if name != "adaptive" else loss.logits(h).double()
     valid = t >= 0
     tc = t.clamp_min(0)
-    ref_nll = -lp.gather(1, tc[:, None])[:, 0] * valid
-    ref_rank = ((lp > lp.gather(1, tc[:, None])).sum(1)) * valid
+    lt = lp.gather(1, tc[:, None])
+    ref_nll = -lt[:, 0] * valid
+    ref_greater = (lp > lt).sum(1) * valid
+    ref_ties = ((lp == lt).sum(1) - 1) * valid
     tol = 1e-12 if dtype == torch.float64 else 2e-5
     assert nll.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert torch.allclose(nll.double(), ref_nll, atol=tol, rtol=tol)
-    assert torch.equal(rank, ref_rank)
+    assert torch.equal(greater, ref_greater) and torch.equal(ties, ref_ties)
     assert torch.equal(nll.double(), loss.exact_nll(h, t).double()) or torch.allclose(nll.double(), loss.exact_nll(h, t).double(), atol=tol, rtol=tol)
-    ids, _ = loss.predict_topk(h, 10)
-    hits10 = (ids == t[:, None]).any(1)
-    assert torch.equal(hits10[valid], (rank < 10)[valid])  # the same top-10 accuracy as predict_topk
+    if tied:
+        assert ref_ties.sum() > 0  # the tie counts above are not vacuous
+    else:
+        assert ref_ties.sum() == 0
+        ids, _ = loss.predict_topk(h, 10)
+        hits10 = (ids == t[:, None]).any(1)
+        assert torch.equal(hits10[valid], (greater < 10)[valid])  # no ties: the same top-10 accuracy as predict_topk

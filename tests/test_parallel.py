@@ -249,6 +249,39 @@ def full_exact_nll_topk_logits(ctx):
 
 
 @scenario
+def exact_nll_and_rank_over_shards_counts_greater_and_ties(ctx):
+    """exact_nll_and_rank over the whole sharded table: the NLL and the target's rank (greater = #{c : z_c > z_t},
+    ties = #{c != t : z_c = z_t}) of the full logits, whichever shard holds the target and the classes tied with it.
+    Integer-valued hidden states and table, so ties are exact and span both shards."""
+    g = torch.Generator().manual_seed(12)
+    h = torch.randint(-2, 3, (N, D), generator=g).double()
+    w = torch.randint(-1, 2, (V, D), generator=g).double()
+    b = torch.randint(-1, 2, (V,), generator=g).double()
+    t = torch.randint(V, (N,), generator=g)
+    t[:3] = torch.tensor([0, V - 1, -100])  # the first and last class, and an ignored entry
+    for kind, bias, kw in (("full", b, {}), ("full", None, {"memory_budget_mb": 1e-4}), ("sampled", b, {}),
+                           ("negative", None, {})):
+        par, ref = _pair(kind, w, bias, **kw)
+        z = h @ w.T + (bias if bias is not None else 0)  # (N, V) exact integers
+        valid, tc = t >= 0, t.clamp_min(0)
+        zt = z.gather(1, tc[:, None])
+        want = ((z.logsumexp(1) - zt[:, 0]) * valid, (z > zt).sum(1) * valid, ((z == zt).sum(1) - 1) * valid)
+        got = par.exact_nll_and_rank(h, t)
+        assert len(got) == 3
+        _close(got[0], want[0], f"{kind} exact NLL")
+        assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2]), (kind, got, want)
+        for x, r in zip(got, ref.exact_nll_and_rank(h, t)):  # the single-process loss's numbers
+            _close(x.double(), r.double(), f"{kind} against the single-process loss")
+            _same_on_every_rank(x, f"{kind} exact_nll_and_rank")
+        assert want[2].sum() > 0 and (want[1] > 0).any()  # not vacuous
+    zero, _ = _pair("full", torch.zeros(V, D, dtype=torch.float64), None)
+    _, greater, ties = zero.exact_nll_and_rank(h, t)  # every logit ties
+    assert torch.equal(greater, torch.zeros(N, dtype=torch.long)) and torch.equal(ties, (V - 1) * (t >= 0))
+    empty = zero.exact_nll_and_rank(h[:0], t[:0])
+    assert [tuple(x.shape) for x in empty] == [(0,)] * 3
+
+
+@scenario
 def full_second_backward_is_refused_not_silent(ctx):
     # mean/sum hand their precomputed gradients to the first backward; a second one must raise, not return zeros
     h, w, b, t, _ = _data(9)

@@ -53,6 +53,7 @@ import os
 import re
 import threading
 import time
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import count
@@ -61,7 +62,7 @@ from typing import Any, Iterable, Iterator, Optional, Union
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, SampledSoftmaxError
 from .textfile import MAX_NON_TEXT_FRACTION, TEXT_PROBE_BYTES, non_text_fraction
 from .vocab import Vocab, ids_in_range, select_words
 
@@ -348,6 +349,18 @@ def _encode(texts: Iterable[str], path: PathLike, lowercase: bool, token_pattern
     return vocab, out[0], out[1], stats
 
 
+def token_fingerprint(*arrays: np.ndarray) -> str:
+    """A hash of token-id arrays (their dtype, shape and bytes): what a run trains and evaluates on, recorded in its
+    checkpoint so that a resume on a corpus that changed since (even one with the same vocabulary and counts) is
+    refused. BLAKE2b: ~1 GB/s, so ~0.1 s for a 20M-token corpus."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
 # ---- cache -----------------------------------------------------------------------------------------------------------
 
 def _cache_key(files: list[Path], settings: dict) -> str:
@@ -408,7 +421,8 @@ def load_corpus(path: PathLike, *, lowercase: bool = True, token_pattern: str = 
         if cache_path.is_file():
             try:
                 corpus = _load_cache(cache_path)
-            except (OSError, ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, SampledSoftmaxError) as e:
+                # a truncated or overwritten cache (BadZipFile, EOFError; JSON and UTF-8 errors are ValueErrors)
                 log.warning("corpus cache %s is unreadable (%s); rebuilding it", cache_path, e)
             else:
                 corpus.stats.update(cache="hit", cache_path=str(cache_path), seconds=time.perf_counter() - t0)

@@ -143,6 +143,7 @@ def validate(cfg: Config) -> Config:
         ("train.threads", cfg.train.threads, 0), ("eval.curve_points", cfg.eval.curve_points, 0),
         ("eval.batch_size", cfg.eval.batch_size, 1), ("eval.analogy_restrict", cfg.eval.analogy_restrict, 1),
         ("eval.projector_words", cfg.eval.projector_words, 0), ("model.output_init", cfg.model.output_init, 0),
+        ("train.checkpoint_seconds", cfg.train.checkpoint_seconds, 0),
     ]
     for key, value, low in at_least:
         if value is not None and value < low:

@@ -3,7 +3,11 @@
 Held-out metrics (the same for every loss, so runs with different losses compare):
 
     full_ce = (1/N) Σ_i −log softmax(h_i Wᵀ + b)[c_i],   h_i = model(w_i),   ppl = exp(full_ce)
-    top-k   = (1/N) Σ_i [c_i ∈ the k most probable classes under that softmax]
+    top-k   = (1/N) Σ_i P(c_i ∈ the k most probable classes under that softmax, ties broken uniformly at random)
+            = (1/N) Σ_i clamp((k − g_i) / (e_i + 1), 0, 1),
+    g_i = #{c : z_ic > z_i,c_i},   e_i = #{c ≠ c_i : z_ic = z_i,c_i}   (ties with the context: its places g_i .. g_i + e_i)
+
+with z_i = h_i Wᵀ + b: a model whose logits all tie (word2vec's zero output table at step 0) scores k/V, not 1.
 
 Bias diagnostics of a sampled objective L̃ against the exact cross entropy L on one batch:
 
@@ -42,6 +46,7 @@ from torch import Tensor
 
 from ..data.textfile import read_text
 from ..errors import DataError, InputError
+from ..functional import expected_topk_hit
 from ..losses import FullSoftmaxLoss
 
 __all__ = ["exact_metrics", "bias_diagnostics", "resolve_eval_path", "word_similarity", "analogy", "GENSIM_FILES"]
@@ -67,8 +72,10 @@ def exact_metrics(
     """Exact full-softmax cross entropy, perplexity and top-k accuracy of `model` + `loss_fn` on (center, context).
 
     full_ce = mean exact NLL of the contexts (nats), ppl = exp(full_ce), and "top{k}" = the fraction of contexts
-    ranked among the k best classes (k is capped at V; ties count for the context), both from one chunked pass over V
-    per batch (`loss_fn.exact_nll_and_rank`). Batches of `batch_size` pairs, float64 sums, one host sync at the end. Modes of `model` and `loss_fn` are left as they were.
+    ranked among the k best classes (k is capped at V), a context tied with other classes counting for the share of
+    its tied places that fall within the k best (`functional.expected_topk_hit`: the expectation under ties broken
+    uniformly at random), both from one chunked pass over V per batch (`loss_fn.exact_nll_and_rank`). Batches of
+    `batch_size` pairs, float64 sums, one host sync at the end. Modes of `model` and `loss_fn` are left as they were.
 
     Shape:
         centers (N,), contexts (N,) int (tensor or numpy) -> {"full_ce", "ppl", "top1", "top10"} (for topk=(1, 10))
@@ -85,14 +92,14 @@ def exact_metrics(
         raise InputError(f"topk must be positive ints, got {tuple(topk)}")
     device = next(loss_fn.parameters()).device
     nll_sum = torch.zeros((), dtype=torch.float64, device=device)
-    hits = torch.zeros(len(ks), dtype=torch.int64, device=device)
+    hits = torch.zeros(len(ks), dtype=torch.float64, device=device)
     for i in range(0, n, batch_size):
         c = _as_ids(centers[i : i + batch_size], device)  # (B,)
         t = _as_ids(contexts[i : i + batch_size], device)  # (B,)
         hidden = model(c)  # (B, d)
-        nll, rank = loss_fn.exact_nll_and_rank(hidden, t)  # (B,), (B,): CE and top-k in one pass over V
+        nll, greater, ties = loss_fn.exact_nll_and_rank(hidden, t)  # (B,) each: CE and top-k in one pass over V
         nll_sum += nll.double().sum()
-        hits += torch.stack([(rank < k).sum() for k in ks])
+        hits += torch.stack([expected_topk_hit(greater, ties, k).sum() for k in ks])  # float64 expected hits
     full_ce = float(nll_sum) / n  # the one host sync
     hit_counts = hits.tolist()
     out = {"full_ce": full_ce, "ppl": math.exp(full_ce) if full_ce < 709.0 else math.inf}

@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from ..data.corpus import load_corpus
+from ..data.corpus import load_corpus, token_fingerprint
 from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError, DataError
 from ..training import loop
@@ -41,6 +41,7 @@ class Data:
     eval_contexts: torch.Tensor  # (P,)
     planted: Any = None  # PlantedCorpus when the corpus is synthetic
     bayes_ce: Optional[tuple[float, float]] = None  # (mean, standard error) on the held-out pairs
+    fingerprint: str = ""  # of the training and held-out token ids (a resume on a changed corpus is refused)
 
 
 def build_data(cfg: Config) -> Data:
@@ -74,7 +75,8 @@ def build_data(cfg: Config) -> Data:
             "raise data.heldout_fraction (or the synthetic corpus's heldout_sentences)"
         )
     bayes = planted.bayes_ce(centers, contexts) if planted is not None else None
-    return Data(vocab, pairs, torch.as_tensor(centers), torch.as_tensor(contexts), planted, bayes)
+    return Data(vocab, pairs, torch.as_tensor(centers), torch.as_tensor(contexts), planted, bayes,
+                token_fingerprint(ids, heldout_ids))
 
 
 def run_eval(cfg: Config, data: Data, model: SkipGram, loss_fn, device: torch.device, step: int) -> dict[str, float]:
@@ -129,8 +131,10 @@ class SkipGramTask:
         self.params = unique_params(self.model, self.loss_fn)
         per_epoch = max(1, math.ceil(data.pairs.estimated_pairs_per_epoch() / cfg.optim.batch_size) // ddp.world)
         self.total = cfg.train.max_steps or cfg.train.epochs * per_epoch
-        # SGD: per-pair rate alpha, as word2vec (summed over the global batch); otherwise the global batch's mean
-        self.scale = cfg.optim.batch_size if opt_name == "sgd" else 1.0 / ddp.world
+        # SGD: per-pair rate alpha, as word2vec: the batch mean times the pairs actually in it (the last batch of an
+        # epoch is short), summed over torchrun's ranks; otherwise the global batch's mean
+        self.sgd = opt_name == "sgd"
+        self.scale = 1.0 / ddp.world
         # word2vec's setup skips autograd and the optimizer; never under torchrun (gradient exchange)
         self.fused = cfg.train.fused and not ddp.enabled and can_fuse(cfg, self.model, self.loss_fn)
         self.amp = amp_context(cfg)
@@ -154,26 +158,27 @@ class SkipGramTask:
         if self.grouped:
             batch, *group = batch  # (pairs, the group's targets, this batch's offset in them)
         centers, contexts = batch
+        scale = len(centers) if self.sgd else self.scale  # (mean loss) x n: the sum, each pair at rate lr
         if self.noise is not None and self.fused:  # word2vec's per-pair loop, compiled (embeddings/sgns_kernel.py)
-            loss = kernel_sgns_step(self.model, self.loss_fn, centers, contexts, lr, self.scale, self.noise,
+            loss = kernel_sgns_step(self.model, self.loss_fn, centers, contexts, lr, scale, self.noise,
                                     seed=self.cfg.train.seed, step=index, threads=self.threads)
             return loss, len(centers)
         c = torch.as_tensor(centers, device=self.device)
         x = torch.as_tensor(contexts, device=self.device)
         if self.fused:  # the same SGD step, gradients by hand (see embeddings/fused.py)
-            loss = fused_sgns_step(self.model, self.loss_fn, c, x, lr, self.scale)
+            loss = fused_sgns_step(self.model, self.loss_fn, c, x, lr, scale)
         else:
             sample = group_sample(self.loss_fn, *group, len(x)) if group and self.loss_fn.is_sampled else None
             with self.amp:
                 loss = self.loss_fn(self.model(c), x, sample=sample)
-            loop.autograd_step(self, loss, self.scale, ctl)
+            loop.autograd_step(self, loss, scale, ctl)
         return loss, len(centers)
 
     def evaluate(self, step: int) -> dict[str, float]:
         return run_eval(self.cfg, self.data, self.model, self.loss_fn, self.device, step)
 
     def state(self) -> dict:
-        return {"vocab_hash": self.data.vocab.hash()}
+        return {"vocab_hash": self.data.vocab.hash(), "data_fingerprint": self.data.fingerprint}
 
     def check_resumable(self, state: dict) -> None:
         _check_resumable(state, self.cfg, self.data)
@@ -194,16 +199,19 @@ def train(cfg: Config, *, resume: bool = False, quiet: bool = False, stop_at_ste
     for kind in ("wordsim", "simlex", "analogy"):  # a missing evaluation file fails now, not after the first steps
         if getattr(cfg.eval, kind):
             resolve_eval_path(getattr(cfg.eval, kind), kind)
-    ddp, device, run_dir, data = start_run(cfg, resume, build_data)
-    task = SkipGramTask(cfg, data, ddp, device)
-    what = f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name}{task.note}"
-    return loop.run(task, ddp, run_dir, resume=resume, quiet=quiet, stop_at_step=stop_at_step, what=what)
+    with start_run(cfg, resume, build_data) as (ddp, device, run_dir, data):
+        task = SkipGramTask(cfg, data, ddp, device)
+        what = f"run {run_dir}: V={len(data.vocab)} loss={cfg.loss.name}{task.note}"
+        return loop.run(task, ddp, run_dir, resume=resume, quiet=quiet, stop_at_step=stop_at_step, what=what)
 
 
 def _check_resumable(state: dict, cfg: Config, data: Data) -> None:
     if state.get("vocab_hash") != data.vocab.hash():
         raise ConfigError("the checkpoint was trained on a different vocabulary (corpus or data.* settings changed); "
                           "start a new run instead of --resume")
+    if state.get("data_fingerprint", data.fingerprint) != data.fingerprint:
+        raise ConfigError(f"the corpus changed since this run started ({cfg.data.corpus}: same vocabulary, other "
+                          "text); restore it, or start a new run instead of --resume")
     if state.get("loss_name") != cfg.loss.name:
         raise ConfigError(f"the checkpoint was trained with loss.name={state.get('loss_name')}, not "
                           f"{cfg.loss.name}; start a new run instead of --resume")

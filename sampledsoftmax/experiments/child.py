@@ -8,6 +8,7 @@ experiment. Children fork from a forkserver that has imported torch once (millis
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -38,15 +39,21 @@ def process_context():
     return multiprocessing.get_context("spawn")
 
 
-def run_in_child(fn: Callable[..., Any], *args: Any, forward_sigint: bool = False) -> ChildResult:
-    """``fn(*args)`` in a fresh child process (fn and args must pickle). With `forward_sigint`, Ctrl-C is left to
-    the child (its trainer checkpoints and stops, and its result says so) and the parent waits for the answer."""
+def run_in_child(fn: Callable[..., Any], *args: Any, forward_signals: bool = False) -> ChildResult:
+    """``fn(*args)`` in a fresh child process (fn and args must pickle). With `forward_signals`, `fn` runs under
+    the stop signals' handlers (``training.signals``: a trainer then checkpoints and stops, and its result says
+    so), SIGTERM and SIGUSR1 sent to this process are passed on to the child (a scheduler may signal only the
+    process it started), and so is SIGINT, as SIGTERM (Ctrl-C at a terminal reaches the child by itself; a second
+    SIGINT would stop it at once); each signal then goes on to this process's own handler. The child also gets
+    SIGTERM if its parent dies, so a killed sweep leaves no trainer running without it."""
     ctx = process_context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, fn, args), daemon=True)
-    old = signal.signal(signal.SIGINT, lambda *_: None) if forward_sigint else None
+    proc = ctx.Process(target=_worker, args=(send, fn, args, forward_signals), daemon=True)
+    previous: dict = {}
     try:
         proc.start()
+        if forward_signals:
+            previous = _forward_to(proc)
         send.close()  # the child holds the only write end: recv() raises EOFError if it dies before answering
         try:
             answer: Optional[ChildResult] = ChildResult(*recv.recv())
@@ -56,8 +63,8 @@ def run_in_child(fn: Callable[..., Any], *args: Any, forward_sigint: bool = Fals
             recv.close()
             proc.join()
     finally:
-        if old is not None:
-            signal.signal(signal.SIGINT, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if answer is not None:
         return answer
     code = proc.exitcode
@@ -66,9 +73,51 @@ def run_in_child(fn: Callable[..., Any], *args: Any, forward_sigint: bool = Fals
     return ChildResult("died", why)
 
 
-def _worker(conn, fn: Callable[..., Any], args: tuple) -> None:
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+def _forward_to(proc) -> dict:
+    """Install handlers that pass the stop signals on to `proc`; returns the previous handlers (none installed
+    outside the main thread)."""
     try:
-        message: tuple[str, Any] = ("ok", fn(*args))
+        previous = {s: signal.getsignal(s) for s in _FORWARDED}
+
+        def forward(signum, frame):
+            try:
+                os.kill(proc.pid, signal.SIGTERM if signum == signal.SIGINT else signum)
+            except (ProcessLookupError, TypeError):
+                pass
+            own = previous.get(signum)
+            if callable(own) and own is not signal.default_int_handler:
+                own(signum, frame)  # this process's stop request (a second Ctrl-C still interrupts at once)
+
+        for s in _FORWARDED:
+            signal.signal(s, forward)
+        return previous
+    except ValueError:  # not in the main thread
+        return {}
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM when the parent (the forkserver, which exits with its own parent) dies."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker(conn, fn: Callable[..., Any], args: tuple, stoppable: bool = False) -> None:
+    try:
+        if stoppable:
+            from ..training.signals import stop_on_signals
+
+            _die_with_parent()
+            with stop_on_signals():
+                message: tuple[str, Any] = ("ok", fn(*args))
+        else:
+            message = ("ok", fn(*args))
     except SampledSoftmaxError as e:
         message = ("user_error", str(e))
     except BaseException as e:  # noqa: BLE001 - a bug or an interrupt: keep the traceback, never hang the parent

@@ -34,6 +34,9 @@ _TAGS = {"full_ce": "eval/full_ce", "excess_ce": "eval/excess_ce", "top10": "eva
 
 def read_run_curve(run_dir: Path) -> list[dict[str, Any]]:
     """The evaluations of one training run, in step order: step, train_s, eval_s, full_ce, excess_ce, top10."""
+    from ..training.tbcompat import use_tensorboard_stub
+
+    use_tensorboard_stub()  # tensorboard's reader would import TensorFlow where it is installed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})

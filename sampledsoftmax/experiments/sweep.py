@@ -19,9 +19,13 @@ A sweep file (YAML)::
 
 ``run_sweep(path)`` checks every cell's configuration (``load_config``) before any training starts, then runs the
 cells in order, each a real :func:`~sampledsoftmax.embeddings.train.train` in ``<out_dir>/runs/<cell id>`` (one
-TensorBoard run with hparams per cell). After each cell ``<out_dir>/results.csv`` is rewritten atomically; a re-run
-skips the cells that already have an ``ok`` row, so an interrupted sweep resumes where it stopped. A cell that raises
-is recorded as ``failed: <message>`` and the sweep goes on. ``<out_dir>/results.md`` holds the same table in
+TensorBoard run with hparams per cell). After each cell its row is merged into ``<out_dir>/results.csv`` (atomically,
+under a lock); a re-run skips the cells that already have an ``ok`` row and resumes a cell that was stopped (Ctrl-C,
+SIGTERM, SIGUSR1) from its checkpoint, so an interrupted sweep goes on where it stopped; the files of an attempt killed
+before its first checkpoint are removed first, so a cell's curve is always one attempt's. A cell that raises is
+recorded as ``failed: <message>`` and the sweep goes on. Several sweep processes may work on one sweep directory at
+once (one machine or several sharing a filesystem; ``--shard K/N`` splits the grid deterministically for a job
+array): each cell is claimed by one process, and the tables and plots are rebuilt from every worker's rows. ``<out_dir>/results.md`` holds the same table in
 markdown, sorted by V then loss, and the PNG plots of :mod:`sampledsoftmax.experiments.plots` (step time, peak memory and CE
 against V, the speed-accuracy frontier, the sampled-objective bias against S) are drawn at the end.
 
@@ -36,10 +40,14 @@ import csv
 import io
 import itertools
 import math
+import os
 import re
+import shutil
+import signal
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -51,6 +59,8 @@ from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
 from ..training.builders import resolve_num_sampled
 from ..training.config import read_yaml
 from ..training.device import peak_mem_mb, resolve_device
+from ..training.rundir import FileLock, fcntl, holder
+from ..training.signals import stop_signal_name
 from . import curves
 from .child import run_in_child
 from .plots import plot_sweep
@@ -268,6 +278,9 @@ def write_results(out_dir: Path, rows: list[dict]) -> None:
 
 
 def _scalars(run_dir: Path) -> dict[str, list[float]]:
+    from ..training.tbcompat import use_tensorboard_stub
+
+    use_tensorboard_stub()  # tensorboard's reader would import TensorFlow where it is installed
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
@@ -308,11 +321,13 @@ def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = Tr
 
     With `isolate` (the default) the cell trains in a fresh child process (``experiments.child``), so its peak
     memory is its own and a crash or an out-of-memory kill of one cell is a failed row rather than the end of the
-    sweep. Ctrl-C reaches the child's trainer, which checkpoints and stops; the row then says "interrupted"."""
+    sweep. A stop signal reaches the child's trainer (Ctrl-C from the terminal; SIGTERM and SIGUSR1 forwarded by
+    this process), which checkpoints and stops; the row then says "interrupted", and the next run of the sweep
+    resumes the cell from its checkpoint."""
     if not isolate:
         return _train_cell(cell, runs_root, quiet)
     t0 = time.perf_counter()
-    kind, value = run_in_child(_train_cell, cell, runs_root, quiet, forward_sigint=True)
+    kind, value = run_in_child(_train_cell, cell, runs_root, quiet, forward_signals=True)
     if kind == "ok":
         return value
     why = value if kind != "died" else f"the cell's process was {value}"
@@ -321,12 +336,31 @@ def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = Tr
     return row
 
 
+def _attempt(cfg) -> bool:
+    """Whether the cell continues an interrupted attempt (its run directory has a checkpoint of this very
+    configuration: --resume). Otherwise any earlier attempt's files (a run killed before its first checkpoint, or
+    trained with a configuration since changed) are removed, so that the cell's curve is one attempt's alone. The
+    caller holds the cell's claim: no other sweep process trains this cell."""
+    from ..training.config import check_resumable_run
+
+    run_dir = Path(cfg.runs_root) / cfg.name
+    if (run_dir / "last.pt").is_file():
+        try:
+            check_resumable_run(cfg)
+            return True
+        except ConfigError:
+            pass
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return False
+
+
 def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
     cfg = load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"])
     row = _base_row(cell, cfg)
     t0 = time.perf_counter()
     try:
-        out = train(cfg, quiet=quiet)
+        out = train(cfg, quiet=quiet, resume=_attempt(cfg))
     except Exception as e:  # noqa: BLE001 - a failed cell is a result; the sweep goes on
         row.update(wall_s=time.perf_counter() - t0, status=f"failed: {_one_line(e)}")
         return row
@@ -354,68 +388,152 @@ def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
         row["step_ms"] = statistics.median(s["perf/step_ms"])
     # the process's peak (RSS on the CPU, allocator peak on CUDA) including evaluation; per cell when isolated
     row["peak_mem_mb"] = peak_mem_mb(resolve_device(cfg.train.device))
-    row["status"] = "ok" if not out.get("stopped") else f"failed: interrupted at step {out['step']}"
+    if out.get("stopped"):
+        row["status"] = f"failed: interrupted at step {out['step']}"
+        row["signal"] = out.get("signal")
+    else:
+        row["status"] = "ok"
     return row
 
 
-def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool = False) -> list[dict]:
-    """Run every cell of the sweep file at `path` (skipping cells already "ok" in <out_dir>/results.csv) and
-    return the rows, one per cell in grid order. `overrides` (key=value) apply to every cell. Progress goes to
-    stderr unless `quiet`; each cell's trainer always runs quietly."""
+# ------------------------------------------------------------------------------------------------ several workers
+# Several `sampledsoftmax sweep` processes may work on one sweep directory at once (on one machine, or on several
+# sharing a filesystem; `--shard K/N` splits the cells of a job array between them). Each cell is claimed by an
+# flock on <out_dir>/.claims/<cell id>.lock for as long as it trains (a dead worker's claim is released by the
+# kernel); results.csv is read, merged and rewritten under <out_dir>/.results.lock, so no row is lost.
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"K/N" -> (K, N) with 0 <= K < N: this worker runs the cells whose grid index is K modulo N."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or int(m.group(2)) < 1:
+        raise ConfigError(f"--shard {text!r}: expected K/N with N >= 1, e.g. --shard 0/4 (SLURM: --shard "
+                          "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT with --array=0-<N-1>)")
+    k, n = int(m.group(1)), int(m.group(2))
+    if k >= n:
+        raise ConfigError(f"--shard {text}: K must be 0..{n - 1} (shards count from 0; SLURM: --array=0-{n - 1})")
+    return k, n
+
+
+def _locks_dir(out_dir: Path) -> Path:
+    d = out_dir / ".claims"
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write the sweep directory {out_dir}: {e.strerror}; set out_dir (or run from) a "
+                          "writable directory") from None
+    return d
+
+
+@contextmanager
+def _results_lock(out_dir: Path):
+    """Exclusive access to results.csv/md, curves.csv and the plots (blocking; held for milliseconds, or for the
+    tables and plots at a worker's end)."""
+    fd = os.open(_locks_dir(out_dir) / "results.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _ordered(sweep: Sweep, by_cell: dict[str, dict]) -> list[dict]:
+    """Rows in grid order, then the rows of cells no longer in the grid (kept)."""
+    ids = [c.id for c in sweep.cells]
+    return [by_cell[i] for i in ids if i in by_cell] + [r for k, r in by_cell.items() if k not in set(ids)]
+
+
+def _merge_row(sweep: Sweep, row: dict) -> None:
+    """Add (or replace) one cell's row in results.csv, keeping every other worker's rows."""
+    with _results_lock(sweep.out_dir):
+        by_cell = {r.get("cell"): r for r in _read_results(sweep.out_dir / "results.csv")}
+        by_cell[row["cell"]] = row
+        write_results(sweep.out_dir, _ordered(sweep, by_cell))
+
+
+def _is_ok(sweep: Sweep, cell: Cell) -> bool:
+    rows = _read_results(sweep.out_dir / "results.csv")  # replaced atomically: readable without the lock
+    return any(r.get("cell") == cell.id and r.get("status") == "ok" for r in rows)
+
+
+def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool = False,
+              shard: Optional[tuple[int, int]] = None) -> list[dict]:
+    """Run the cells of the sweep file at `path` that are not "ok" in <out_dir>/results.csv yet, and return every
+    row of results.csv (all workers'), in grid order. `overrides` (key=value) apply to every cell; `shard` (K, N)
+    keeps the cells whose grid index is K modulo N. A cell another process is training is skipped (module notes
+    above); an interrupted cell resumes from its checkpoint. Progress goes to stderr unless `quiet`; each cell's
+    trainer always runs quietly. The tables, curves and plots are rebuilt at the end from every worker's rows."""
+    from ..training.signals import stop_on_signals
+
     sweep = load_sweep(path, overrides)
     out_dir = sweep.out_dir
     runs_root = out_dir / "runs"
-    previous = {r.get("cell"): r for r in _read_results(out_dir / "results.csv")}
-    ids = {c.id for c in sweep.cells}
-    rows: dict[str, dict] = {}
+    claims = _locks_dir(out_dir)
     n = len(sweep.cells)
-    todo = [c for c in sweep.cells if previous.get(c.id, {}).get("status") != "ok"]
-    left = len(todo)
+    mine = [(k, c) for k, c in enumerate(sweep.cells, 1) if shard is None or (k - 1) % shard[1] == shard[0]]
     spent: list[float] = []
+    busy: list[str] = []
 
-    def say(text: str) -> None:
+    def say(text: str, end: str = "\n") -> None:
         if not quiet:
-            print(text, file=sys.stderr, flush=True)
+            print(text, file=sys.stderr, flush=True, end=end)
 
-    def current() -> list[dict]:
-        ordered = [rows.get(c.id) or previous.get(c.id) for c in sweep.cells]
-        extra = [r for k, r in previous.items() if k not in ids]  # rows of cells no longer in the grid: kept
-        return [r for r in ordered if r is not None] + extra
-
-    say(f"sweep {sweep.name}: {n} cells ({n - left} done before), results in {out_dir}")
-    interrupted = False
-    for k, cell in enumerate(sweep.cells, 1):
-        if previous.get(cell.id, {}).get("status") == "ok":
-            rows[cell.id] = previous[cell.id]
-            say(f"[{k}/{n}] {cell.id} ... skipped (ok in results.csv)")
-            continue
-        if interrupted:
-            continue
-        if not quiet:
-            print(f"[{k}/{n}] {cell.id} ...", end="", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        row = run_cell(cell, runs_root, quiet=True)
-        dt = time.perf_counter() - t0
-        spent.append(dt)
-        left -= 1
-        rows[cell.id] = row
-        write_results(out_dir, current())
-        eta = statistics.mean(spent) * left
-        if not quiet:
+    done_before = sum(_is_ok(sweep, c) for _, c in mine)
+    part = f", shard {shard[0]}/{shard[1]}: {len(mine)} of them" if shard else ""
+    say(f"sweep {sweep.name}: {n} cells{part} ({done_before} done before), results in {out_dir}")
+    left = len(mine) - done_before
+    stop_signal = None
+    with stop_on_signals() as stop:
+        for k, cell in mine:
+            if _is_ok(sweep, cell):
+                say(f"[{k}/{n}] {cell.id} ... skipped (ok in results.csv)")
+                continue
+            if stop["stop"]:
+                break
+            claim = FileLock.try_acquire(claims / f"{cell.id}.lock")
+            if claim is None:
+                busy.append(cell.id)
+                say(f"[{k}/{n}] {cell.id} ... skipped (another process is training it: {holder(claims / (cell.id + '.lock'))})")
+                continue
+            with claim:
+                if _is_ok(sweep, cell):  # finished by another worker between our read and our claim
+                    say(f"[{k}/{n}] {cell.id} ... skipped (ok in results.csv)")
+                    continue
+                say(f"[{k}/{n}] {cell.id} ...", end="")
+                t0 = time.perf_counter()
+                row = run_cell(cell, runs_root, quiet=True)
+                dt = time.perf_counter() - t0
+                signum = row.pop("signal", None)
+                _merge_row(sweep, row)
+            spent.append(dt)
+            left -= 1
             status = str(row["status"])
             what = f"done in {dt:.1f} s" if status == "ok" else f"failed in {dt:.1f} s: {status[len('failed: '):]}"
-            print(f" {what} (ETA {eta:.0f} s)", file=sys.stderr, flush=True)
-        if str(row["status"]).startswith("failed: interrupted"):
-            interrupted = True  # Ctrl-C inside the trainer: stop here; a re-run resumes with this cell
-    result = current()
-    points = curves.collect(result)  # every evaluation of every ok cell, from the cells' own TensorBoard runs
-    curves.add_time_to_target(result, points)
-    write_results(out_dir, result)
-    curves.write_curves(out_dir, points)
-
-    plots = plot_sweep(out_dir, result)
+            say(f" {what} (ETA {statistics.mean(spent) * left:.0f} s)")
+            if status.startswith("failed: interrupted") or stop["stop"]:
+                stop_signal = stop["signal"] or signum or signal.SIGINT  # a re-run resumes with this cell
+                break
+    with _results_lock(out_dir):
+        result = _ordered(sweep, {r.get("cell"): r for r in _read_results(out_dir / "results.csv")})
+        points = curves.collect(result)  # every evaluation of every ok cell, from the cells' own TensorBoard runs
+        curves.add_time_to_target(result, points)
+        write_results(out_dir, result)
+        curves.write_curves(out_dir, points)
+        plots = plot_sweep(out_dir, result)
     if plots:
         say(f"sweep {sweep.name}: results in {out_dir / 'results.md'}; plots: {', '.join(p.name for p in plots)}")
-    if interrupted:
-        say(f"sweep {sweep.name}: interrupted; run it again to continue")
-    return result
+    if busy:
+        say(f"sweep {sweep.name}: {len(busy)} cell(s) were being trained by other processes; their rows join "
+            "results.csv when they finish (run the sweep again afterwards to rebuild the tables and plots)")
+    if stop_signal is not None:
+        say(f"sweep {sweep.name}: stopped on {stop_signal_name(stop_signal)}; run it again to continue (the "
+            "interrupted cell resumes from its checkpoint)")
+    return SweepResult(result, stop_signal)
+
+
+class SweepResult(list):
+    """The rows of results.csv (a list), and `stop_signal`: the signal that stopped this worker early, or None."""
+
+    def __init__(self, rows: list[dict], stop_signal=None):
+        super().__init__(rows)
+        self.stop_signal = stop_signal

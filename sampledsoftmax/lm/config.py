@@ -100,6 +100,8 @@ def validate_lm(cfg: LMConfig) -> LMConfig:
         positive(key, value)
     if cfg.train.max_seconds is not None and not cfg.train.max_seconds > 0:
         raise ConfigError(f"train.max_seconds={cfg.train.max_seconds} must be > 0")
+    if cfg.train.checkpoint_seconds is not None and not cfg.train.checkpoint_seconds >= 0:
+        raise ConfigError(f"train.checkpoint_seconds={cfg.train.checkpoint_seconds} must be >= 0 (0: steps only)")
     if not cfg.model.output_init >= 0.0:
         raise ConfigError(f"model.output_init={cfg.model.output_init} must be >= 0 (0 = a zero output table)")
     if not 0.0 <= cfg.model.dropout < 1.0:

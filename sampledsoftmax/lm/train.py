@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..data.corpus import load_corpus
+from ..data.corpus import load_corpus, token_fingerprint
 from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError
 from ..training import loop
@@ -78,7 +78,7 @@ def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) 
 
 class LMTask:
     """The LM on the loop: batches of (inputs, next tokens), the autograd step (gradient clipping at norm 1 unless
-    the output layer's gradients are sparse), exact held-out perplexity."""
+    the output layer's gradients are sparse: `clip`), exact held-out perplexity."""
 
     unit = "tokens"
 
@@ -87,6 +87,7 @@ class LMTask:
         self.cfg, self.ddp, self.device = cfg, ddp, device
         v, mc = len(words), cfg.model
         self.num_classes = v
+        self.fingerprint = token_fingerprint(train_stream, self.heldout_stream)  # a changed corpus: no resume
         check_fits(cfg, v, device)  # before the [V, d] tables and optimizer state are allocated
         kw = dict(num_layers=mc.num_layers, dropout=mc.dropout)
         if mc.arch == "transformer":
@@ -106,9 +107,17 @@ class LMTask:
             raise ConfigError(f"the corpus has {n} batch(es) per epoch, fewer than the {ddp.world} processes; "
                               f"lower optim.batch_size or use fewer processes")
         self.total = cfg.train.max_steps or cfg.train.epochs * (n // ddp.world)
-        self.clip = None if (cfg.loss.sparse and self.loss_fn.is_sampled) else 1.0  # clipping needs dense grads
         self.amp = amp_context(cfg)
         self.grouped = ddp.enabled and cfg.loss.name in GROUPED_LOSSES  # ranks share the global sample
+
+    @property
+    def clip(self) -> Optional[float]:
+        """The gradient norm to clip at: 1.0 whenever every gradient is dense; None while the current loss gives its
+        output table and bias sparse gradients (a sampled loss with loss.sparse; a tied table's gradient is dense,
+        the bias's is not), which clip_grad_norm_ cannot take. Read at every step: loss.finish_with_full swaps in the
+        exact softmax, whose gradients are dense, mid-run (training.schedule.switch_to_full). The token embedding's
+        gradient is always dense (lm.model)."""
+        return None if getattr(self.loss_fn, "sparse", False) else 1.0
 
     def batches(self, epoch: int, start_batch: int):
         stream = self.data.epoch_batches(epoch, start_batch=start_batch)
@@ -129,11 +138,14 @@ class LMTask:
         return exact_perplexity(self.cfg, self.model, self.loss_fn, self.heldout_stream, self.device)
 
     def state(self) -> dict:
-        return {"num_classes": self.num_classes}
+        return {"num_classes": self.num_classes, "data_fingerprint": self.fingerprint}
 
     def check_resumable(self, state: dict) -> None:
         if state.get("loss_name") != self.cfg.loss.name or state.get("num_classes") != self.num_classes:
             raise ConfigError("the checkpoint was trained with another loss or vocabulary; start a new run")
+        if state.get("data_fingerprint", self.fingerprint) != self.fingerprint:
+            raise ConfigError(f"the corpus changed since this run started ({self.cfg.data.corpus}: other text); "
+                              "restore it, or start a new run instead of --resume")
 
     def on_new_run(self, run_dir: Path) -> None:
         pass
@@ -144,7 +156,7 @@ class LMTask:
 
 def train_lm(cfg: LMConfig, *, resume: bool = False, quiet: bool = False, stop_at_step: Optional[int] = None) -> dict:
     """Train the configured LM; returns the run directory, step and final metrics."""
-    ddp, device, run_dir, data = start_run(cfg, resume, build_lm_data)
-    task = LMTask(cfg, data, ddp, device)
-    what = f"LM run {run_dir}: V={task.num_classes} arch={cfg.model.arch} loss={cfg.loss.name}"
-    return loop.run(task, ddp, run_dir, resume=resume, quiet=quiet, stop_at_step=stop_at_step, what=what)
+    with start_run(cfg, resume, build_lm_data) as (ddp, device, run_dir, data):
+        task = LMTask(cfg, data, ddp, device)
+        what = f"LM run {run_dir}: V={task.num_classes} arch={cfg.model.arch} loss={cfg.loss.name}"
+        return loop.run(task, ddp, run_dir, resume=resume, quiet=quiet, stop_at_step=stop_at_step, what=what)

@@ -105,6 +105,9 @@ class TrainConfig:
     bf16: bool = False
     log_every: int = 100
     checkpoint_every: int = 2000
+    # also checkpoint once this many seconds of wall time have passed since the last one (null or 0: steps only),
+    # so a hard kill (SIGKILL, a node failure) loses minutes, not thousands of steps; SIGTERM always checkpoints
+    checkpoint_seconds: Optional[float] = 300.0
     fused: bool = True  # skip-gram SGNS + SGD: steps without autograd, same result (embeddings/fused.py); not LM
     # skip-gram SGNS + SGD on the CPU: word2vec's compiled per-pair loop (embeddings/sgns_kernel.py, numba) in place
     # of the torch step; its negatives come from the loss's noise distribution keyed by (seed, step), not from the

@@ -34,8 +34,9 @@ from .config import config_to_dict, save_config
 from .device import peak_mem_mb
 from .distributed import shard_batches
 from .schedule import CurvePoints, check_finish_with_full, switch_to_full
-from .run import Budget, RunControl, TrainingDiverged, check_world_size, ensure_finite, interruptible, \
-    lr_at_progress, open_logger, set_lr
+from .run import Budget, RunControl, TrainingDiverged, check_world_size, ensure_finite, lr_at_progress, \
+    open_logger, set_lr
+from .signals import stop_on_signals, stop_signal_name
 
 
 @dataclass
@@ -68,8 +69,9 @@ def autograd_step(task, batch_loss: torch.Tensor, scale: float, ctl: RunControl,
 
 
 def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Optional[int], what: str) -> dict:
-    """Train `task` to the end of its budget (or Ctrl-C, or `stop_at_step`, which checkpoints and stops as Ctrl-C
-    does). Returns the run directory, the step reached, whether it stopped early, the last metrics and the best CE."""
+    """Train `task` to the end of its budget, or until a stop signal (Ctrl-C, SIGTERM, SIGUSR1: checkpoint at the
+    next step boundary, then stop) or `stop_at_step` (which checkpoints and stops the same way). Returns the run
+    directory, the step reached, whether it stopped early and on which signal, the last metrics and the best CE."""
     cfg = task.cfg
     budget = Budget(task.total, cfg.train.max_seconds)
     p = Progress(run_sum=torch.zeros((), dtype=torch.float64, device=task.device))
@@ -86,12 +88,13 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
     metrics: dict[str, float] = {}
     meter = _Meter()
     stopped = False
+    saved = _Saved(cfg.train.checkpoint_seconds)
     try:
-        with interruptible() as flag:
+        with stop_on_signals() as flag:
             ctl = RunControl(ddp, budget, flag)
             while p.step < task.total and not ctl.out_of_time() and (cfg.train.max_steps or p.epoch < cfg.train.epochs):
                 stream = task.batches(p.epoch, start_batch=p.batch * ddp.world)
-                for batch in shard_batches(stream, ddp.rank, ddp.world):  # max_steps may span epochs
+                for batch in _timed(shard_batches(stream, ddp.rank, ddp.world), budget):  # may span epochs
                     if p.step >= task.total or ctl.should_stop() or p.step == stop_at_step:
                         break
                     progress = budget.progress(p.step)
@@ -104,8 +107,9 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
                         p.curve_done = curve.done
                         metrics = evaluate(task, ddp, run_dir, p, budget, log)
                         meter.reset()  # evaluation is not training throughput
-                    if p.step % cfg.train.checkpoint_every == 0 and p.step > 0:
-                        checkpoint(task, ddp, run_dir, p, budget)
+                    if p.step > 0 and (p.step % cfg.train.checkpoint_every == 0 or saved.due()):
+                        checkpoint(task, ddp, run_dir, p, budget)  # a hard kill loses at most this much
+                        saved.reset()
                     budget.start_step()
                     loss, n = task.step(batch, lr, ctl, p.step)
                     p.run_sum += loss.detach().double()
@@ -125,12 +129,41 @@ def run(task, ddp, run_dir: Path, *, resume: bool, quiet: bool, stop_at_step: Op
                     task.finish(log, p.step)
             checkpoint(task, ddp, run_dir, p, budget)
             ddp.barrier()  # nobody leaves before rank 0 has written the final checkpoint
+            if stopped:
+                log.message(f"stopped at step {p.step}" + (f" on {stop_signal_name(flag['signal'])}" if flag["signal"]
+                            else "") + f": checkpoint saved in {run_dir}; continue with --resume")
     finally:
         log.close()
-    if stopped:
-        log.message(f"stopped at step {p.step}: checkpoint saved; continue with --resume")
-    return {"run_dir": run_dir, "step": p.step, "stopped": stopped, "metrics": metrics, "best_ce": p.best,
-            "train_seconds": budget.seconds}
+    return {"run_dir": run_dir, "step": p.step, "stopped": stopped, "signal": flag["signal"] if stopped else None,
+            "metrics": metrics, "best_ce": p.best, "train_seconds": budget.seconds}
+
+
+def _timed(batches, budget: Budget):
+    """The batches, with the time spent producing each added to the training time (evaluation happens between
+    batches and stays out)."""
+    it = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        budget.add(time.perf_counter() - t0)
+        yield batch
+
+
+class _Saved:
+    """The wall-clock checkpoint cadence (`train.checkpoint_seconds`; None or 0: steps only)."""
+
+    def __init__(self, seconds: Optional[float]):
+        self.seconds = seconds
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0 = time.monotonic()
+
+    def due(self) -> bool:
+        return bool(self.seconds) and time.monotonic() - self.t0 >= self.seconds
 
 
 class _Meter:

@@ -1,11 +1,10 @@
 """The run machinery every task shares: the run directory, the step/time budget and learning-rate schedule, stop
-control (Ctrl-C, budget, agreed across torchrun ranks), the divergence check, the logger's first line. The loop that
+control (Ctrl-C, SIGTERM/SIGUSR1 preemption, budget, agreed across torchrun ranks), the divergence check, the logger's first line. The loop that
 uses them is ``sampledsoftmax.training.loop``; docs/ARCHITECTURE.md shows where each piece sits.
 """
 
 from __future__ import annotations
 
-import signal
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -15,6 +14,7 @@ import torch
 
 from ..errors import ConfigError, DataError, SampledSoftmaxError
 from .distributed import init_from_env
+from .rundir import FileLock, claim_new, lock_existing
 from .tblog import NullLogger, RunLogger
 
 
@@ -46,8 +46,8 @@ def lr_at_progress(progress: float, alpha: float, min_alpha: float) -> float:
 
 
 class Budget:
-    """A run's budget: `total` steps and, optionally, `max_seconds` of training time (the steps themselves;
-    evaluation, checkpoints and the first step of a (re)started run are not counted). Progress, which drives the
+    """A run's budget: `total` steps and, optionally, `max_seconds` of training time (the steps and the production of
+    their batches; evaluation, checkpoints and the first step of a (re)started run are not counted). Progress, which drives the
     learning-rate decay, is whichever of the two is further along, so a wall-clock-budgeted run still decays to
     min_alpha by its end. `seconds` is carried
     across --resume in the checkpoint. A time budget makes the run's length depend on the machine: two runs with
@@ -74,6 +74,11 @@ class Budget:
     def start_step(self) -> None:
         self._t0 = time.perf_counter()
 
+    def add(self, seconds: float) -> None:
+        """Training time spent outside a step: producing its batch (the data pipeline is part of training)."""
+        if self._warm:
+            self.seconds += seconds
+
     def end_step(self) -> None:
         if self._t0 is not None:
             if self._warm:  # the first step of a (re)started run is not counted: it pays one-time start-up costs
@@ -83,7 +88,7 @@ class Budget:
 
 
 class RunControl:
-    """When a run stops: Ctrl-C (`flag`, from :func:`interruptible`) and the wall-clock `budget`.
+    """When a run stops: a stop signal (`flag`, from :func:`stop_on_signals`) and the wall-clock `budget`.
 
     Under torchrun every rank must stop at the same step, or one would wait forever in a collective; so the decisions
     are the ranks' agreed ones, which :meth:`exchange` (the per-step gradient exchange) brings along with the training
@@ -91,7 +96,7 @@ class RunControl:
 
     def __init__(self, ddp, budget: Budget, flag: dict):
         self.ddp, self.budget, self.flag = ddp, budget, flag
-        self._agreed = (False, budget.out_of_time())  # (Ctrl-C on some rank, training time spent)
+        self._agreed = (False, budget.out_of_time())  # (a stop signal on some rank, training time spent)
 
     def _state(self) -> tuple[bool, bool]:
         return self._agreed if self.ddp.enabled else (self.flag["stop"], self.budget.out_of_time())
@@ -113,21 +118,28 @@ class RunControl:
             self._agreed = (stop_any > 0, self.budget.out_of_time())
 
 
+@contextmanager
 def start_run(cfg, resume: bool, build_data_fn):
-    """The start every trainer shares: join torchrun's job if there is one (see sampledsoftmax.training.distributed), check
-    the device, make the run directory on rank 0 (every rank gets its path), seed, and build the data, rank 0 first
-    so that it fills the corpus cache the others then load. Returns (ddp, device, run_dir, data)."""
+    """The start every trainer shares: join torchrun's job if there is one (see sampledsoftmax.training.distributed),
+    check the device, claim (or, to resume, lock) the run directory on rank 0 (every rank gets its path; see
+    training.rundir), seed, and build the data, rank 0 first so that it fills the corpus cache the others then load.
+    Yields (ddp, device, run_dir, data); the run directory's lock is released when the block ends."""
     ddp, device = init_from_env(cfg.train.device)
     if cfg.train.bf16 and device.type != "cuda":
         raise ConfigError("train.bf16 needs a CUDA device; set train.bf16=false on the CPU")
-    run_dir = ddp.broadcast(prepare_run_dir(cfg, resume) if ddp.is_main else None)
-    torch.manual_seed(cfg.train.seed)  # the same on every rank: identical initial weights
-    if not ddp.is_main:
-        ddp.barrier()
-    data = build_data_fn(cfg)
-    if ddp.is_main:
-        ddp.barrier()
-    return ddp, device, run_dir, data
+    run_dir, lock = prepare_run_dir(cfg, resume) if ddp.is_main else (None, None)
+    try:
+        run_dir = ddp.broadcast(run_dir)
+        torch.manual_seed(cfg.train.seed)  # the same on every rank: identical initial weights
+        if not ddp.is_main:
+            ddp.barrier()
+        data = build_data_fn(cfg)
+        if ddp.is_main:
+            ddp.barrier()
+        yield ddp, device, run_dir, data
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def check_world_size(state: dict, ddp) -> None:
@@ -144,49 +156,16 @@ def open_logger(ddp, run_dir: Path, total: int, step: int, quiet: bool, what: st
     return log
 
 
-def prepare_run_dir(cfg, resume: bool) -> Path:
-    """The run directory. A new run never overwrites one that has a checkpoint: it gets the next free suffix."""
+def prepare_run_dir(cfg, resume: bool) -> tuple[Path, FileLock]:
+    """The run directory and its lock (training.rundir). A new run claims a free directory atomically and never
+    reuses one that holds anything (it gets the next free suffix); a resumed run locks its own, refused while
+    another live process trains in it."""
     run_dir = Path(cfg.runs_root) / cfg.name
     if resume:
         if not (run_dir / "last.pt").is_file():
             raise DataError(f"nothing to resume in {run_dir} (no last.pt); drop --resume to start a new run")
-        return run_dir
-    base, k = run_dir, 1
-    while (run_dir / "last.pt").exists():
-        run_dir = base.with_name(f"{base.name}-{k}")
-        k += 1
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise DataError(
-            f"cannot write the run directory {run_dir}: {exc.strerror}; set runs_root to a writable directory"
-        ) from None
-    return run_dir
-
-
-@contextmanager
-def interruptible():
-    """First Ctrl-C sets a flag that the loop checks between steps (it then checkpoints and stops cleanly); a second
-    Ctrl-C interrupts at once."""
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        if flag["stop"]:
-            raise KeyboardInterrupt
-        flag["stop"] = True
-
-    try:
-        previous = signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not in the main thread: leave signals alone
-        yield flag
-        return
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
+        return run_dir, lock_existing(run_dir)
+    return claim_new(run_dir)
 
 
 def amp_context(cfg):

@@ -17,8 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams as hparams_summary
+from .tbcompat import use_tensorboard_stub
+
+use_tensorboard_stub()  # before torch.utils.tensorboard: never import TensorFlow (see tbcompat)
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+from torch.utils.tensorboard.summary import hparams as hparams_summary  # noqa: E402
 
 HPARAM_METRICS = ("eval/full_ce", "eval/ppl", "eval/top1", "eval/top10", "eval/excess_ce", "perf/pairs_per_sec")
 
