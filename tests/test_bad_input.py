@@ -68,7 +68,8 @@ def run_copy(trained_run, tmp_path) -> Path:
 
 
 def snapshot(run_dir: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+    """Every file of the run, byte for byte; not the lock file, which names whichever process last held it."""
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file() and p.name != ".lock"}
 
 
 # ------------------------------------------------------------------------------------------------ config files

@@ -65,6 +65,17 @@ def test_lm_training_lowers_exact_perplexity(tmp_path, loss):
     assert ppl[-1] < 0.9 * ppl[0], ppl
 
 
+def test_sparse_sampled_loss_with_a_tied_table_trains_under_adam(tmp_path):
+    """The tied output table also gets the embedding's dense gradient: it must go to Adam, not SparseAdam (which
+    refused the first step: "SparseAdam does not support dense gradients"); the bias stays sparse."""
+    cfg = _cfg(tmp_path, "loss.name=sampled", "loss.sparse=true", "model.tie_weights=true", "optim.name=adam",
+               "train.max_steps=30")
+    result = train_lm(cfg, quiet=True)
+    s = _scalars(result["run_dir"])
+    ppl = [v for _, v in s["eval/ppl"]]
+    assert ppl[-1] < ppl[0], ppl
+
+
 def test_lm_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     full = train_lm(_cfg(tmp_path, name="a"), quiet=True)
     cut = train_lm(_cfg(tmp_path, name="b"), quiet=True, stop_at_step=30)

@@ -144,7 +144,9 @@ def build_optimizers(name: str, model: torch.nn.Module, loss_fn, lr: float) -> l
         return [torch.optim.Adagrad(params, lr=lr)]
     sparse_ids = {id(model.embed.weight)} if getattr(model.embed, "sparse", False) else set()
     if getattr(loss_fn, "sparse", False):
-        sparse_ids |= {id(p) for p in loss_fn.parameters()}
+        # a table tied to a dense part of the model (the LM's tie_weights) gets a dense gradient: Adam's
+        dense_in_model = {id(p) for p in model.parameters()} - sparse_ids
+        sparse_ids |= {id(p) for p in loss_fn.parameters() if id(p) not in dense_in_model}
     sparse = [p for p in params if id(p) in sparse_ids]
     dense = [p for p in params if id(p) not in sparse_ids]
     opts: list[torch.optim.Optimizer] = []
