@@ -48,7 +48,8 @@ def run_in_child(fn: Callable[..., Any], *args: Any, forward_signals: bool = Fal
     SIGTERM if its parent dies, so a killed sweep leaves no trainer running without it."""
     ctx = process_context()
     recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(send, fn, args, forward_signals), daemon=True)
+    alive_r, alive_w = ctx.Pipe(duplex=False) if forward_signals else (None, None)
+    proc = ctx.Process(target=_worker, args=(send, fn, args, alive_r), daemon=True)
     previous: dict = {}
     try:
         proc.start()
@@ -65,6 +66,9 @@ def run_in_child(fn: Callable[..., Any], *args: Any, forward_signals: bool = Fal
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        for end in (alive_r, alive_w):
+            if end is not None:
+                end.close()
     if answer is not None:
         return answer
     code = proc.exitcode
@@ -98,22 +102,27 @@ def _forward_to(proc) -> dict:
         return {}
 
 
-def _die_with_parent() -> None:
-    """Linux: SIGTERM when the parent (the forkserver, which exits with its own parent) dies."""
+def _stop_when_gone(alive) -> None:
+    """A daemon thread that sends this process SIGTERM once `alive` (a pipe whose only write end the parent holds)
+    reaches end of file: the parent is gone (the kernel closes a process's files when it dies, however it dies; the
+    forkserver in between outlives it), so a killed sweep leaves no cell training on without it."""
+    import threading
+
+    def watch() -> None:
+        try:
+            alive.recv()
+        except (EOFError, OSError):
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer checkpoints and stops
+
+    threading.Thread(target=watch, name="stop-when-parent-gone", daemon=True).start()
+
+
+def _worker(conn, fn: Callable[..., Any], args: tuple, alive=None) -> None:
     try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker(conn, fn: Callable[..., Any], args: tuple, stoppable: bool = False) -> None:
-    try:
-        if stoppable:
+        if alive is not None:
             from ..training.signals import stop_on_signals
 
-            _die_with_parent()
+            _stop_when_gone(alive)
             with stop_on_signals():
                 message: tuple[str, Any] = ("ok", fn(*args))
         else:
@@ -125,5 +134,8 @@ def _worker(conn, fn: Callable[..., Any], args: tuple, stoppable: bool = False) 
 
         traceback.print_exc()
         message = ("error", f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200])
-    conn.send(message)
+    try:
+        conn.send(message)
+    except OSError:  # the parent is gone (killed): nobody to answer
+        pass
     conn.close()
