@@ -14,6 +14,6 @@ if [ "${SKIP_TF:-0}" != "1" ]; then
   # torch first, pinned, as scripts/setup.sh does, so nothing later resolves an unpinned (CUDA) build.
   .venv-tf/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt "torch==2.13.0"
   .venv-tf/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt \
-    "tensorflow-cpu==2.21.0" numpy triton -e .
+    "tensorflow-cpu==2.21.0" numpy "triton==3.9.0" -e .
 fi
 exec .venv/bin/python -m pytest "$@"
