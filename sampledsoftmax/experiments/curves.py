@@ -24,12 +24,13 @@ from typing import Any, Iterable, Optional
 
 # identity of a cell, copied from its results row into each of its curve points
 ID_COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "optimizer", "V", "budget"]
-POINT_COLUMNS = ["step", "train_s", "eval_s", "full_ce", "excess_ce", "top10"]
+POINT_COLUMNS = ["step", "train_s", "eval_s", "full_ce", "excess_ce", "top10", "bpb"]
 CURVE_COLUMNS = ID_COLUMNS + POINT_COLUMNS
 MARGIN = 0.1  # nats above the best CE at a V: the time-to-target threshold
+MARGINS = {"bpb": 0.02}  # language models: bits per byte above the best (0.1 nats of CE is ~0.03 bpb at 3 bytes a token)
 
 _TAGS = {"full_ce": "eval/full_ce", "excess_ce": "eval/excess_ce", "top10": "eval/top10",
-         "train_s": "eval/train_seconds", "eval_s": "eval/eval_seconds"}
+         "train_s": "eval/train_seconds", "eval_s": "eval/eval_seconds", "bpb": "eval/bpb"}
 
 
 def read_run_curve(run_dir: Path) -> list[dict[str, Any]]:
@@ -59,9 +60,13 @@ def _num(value: Any) -> Optional[float]:
 
 
 def ce_metric(points: Iterable[dict]) -> str:
-    """"excess_ce" when every point has it (the planted corpus), else "full_ce" (real text)."""
+    """"bpb" when every point has it (language models on real text: comparable across vocabularies), else
+    "excess_ce" when every point has it (the planted corpus), else "full_ce" (real text)."""
     points = list(points)
-    return "excess_ce" if points and all(_num(p.get("excess_ce")) is not None for p in points) else "full_ce"
+    for metric in ("bpb", "excess_ce"):
+        if points and all(_num(p.get(metric)) is not None for p in points):
+            return metric
+    return "full_ce"
 
 
 def collect(rows: Iterable[dict]) -> list[dict[str, Any]]:
@@ -121,10 +126,11 @@ def by_cell(points: Iterable[dict]) -> dict[str, list[dict]]:
     return dict(cells)
 
 
-def targets(points: Iterable[dict], margin: float = MARGIN) -> dict[str, float]:
-    """V -> target CE: the best CE any cell reached at that V, plus `margin`."""
+def targets(points: Iterable[dict], margin: Optional[float] = None) -> dict[str, float]:
+    """V -> target CE: the best CE any cell reached at that V, plus `margin` (default: the metric's, MARGINS)."""
     points = list(points)
     metric = ce_metric(points)
+    margin = MARGINS.get(metric, MARGIN) if margin is None else margin
     best: dict[str, float] = {}
     for p in points:
         v, ce = str(p.get("V")), _num(p.get(metric))
@@ -142,7 +148,7 @@ def time_to_target(curve: list[dict], target: float, metric: str) -> Optional[fl
     return None
 
 
-def add_time_to_target(rows: list[dict], points: list[dict], margin: float = MARGIN) -> None:
+def add_time_to_target(rows: list[dict], points: list[dict], margin: Optional[float] = None) -> None:
     """Set each row's "time_to_target" (seconds, or None) and "target" (the CE threshold at its V)."""
     metric = ce_metric(points)
     goal = targets(points, margin)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 import math
 import os
 import re
@@ -54,6 +55,8 @@ from typing import Any, Optional, Sequence, Union
 import yaml
 
 from ..embeddings.config import load_config
+from ..lm.config import load_lm_config
+from ..lm.train import train_lm
 from ..embeddings.train import train
 from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
 from ..training.builders import resolve_num_sampled
@@ -65,7 +68,10 @@ from . import curves
 from .child import run_in_child
 from .plots import plot_sweep
 
-TOP_KEYS = ("name", "out_dir", "base", "grid", "budgets")
+TOP_KEYS = ("name", "task", "out_dir", "base", "grid", "budgets")
+
+# task -> (config loader, trainer): skip-gram embeddings (the default) or the language model
+TASKS = {"skipgram": (load_config, train), "lm": (load_lm_config, train_lm)}
 
 # a time-budgeted cell runs until its training seconds are spent: its step limit is set out of reach
 _UNBOUNDED_STEPS = 10**9
@@ -73,7 +79,10 @@ _UNBOUNDED_STEPS = 10**9
 COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "optimizer", "V", "budget", "steps",
            "train_s",
            "eval_s", "wall_s", "pairs_per_sec", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "target",
-           "time_to_target", "top1", "top10", "wordsim", "analogy", "bias_gap", "grad_cosine", "status", "run_dir"]
+           "time_to_target", "top1", "top10", "wordsim", "analogy", "bias_gap", "grad_cosine",
+           # language-model cells (task: lm): throughput in tokens, exact held-out bits per byte and per-token
+           # perplexity, the tokenizer's own time (not training time)
+           "task", "tokens_per_sec", "bpb", "ppl", "tokenizer_s", "status", "run_dir"]
 
 # losses whose sampler / num_sampled settings are used (inbatch takes the batch's contexts; full samples nothing)
 _SAMPLING_LOSSES = ("sampled", "nce", "negative")
@@ -82,12 +91,17 @@ _SAMPLING_LOSSES = ("sampled", "nce", "negative")
 # ------------------------------------------------------------------------------------------------ the sweep file
 
 class Cell:
-    """One grid cell: its id, its own overrides (grid values) and the full override list (base + cell)."""
+    """One grid cell: its id, its own overrides (grid values), the full override list (base + cell) and its task."""
 
-    def __init__(self, cell_id: str, values: dict[str, Any], overrides: list[str]):
+    def __init__(self, cell_id: str, values: dict[str, Any], overrides: list[str], task: str = "skipgram"):
         self.id = cell_id
         self.values = values
         self.overrides = overrides
+        self.task = task
+
+    def config(self, runs_root: Path):
+        """The cell's training config (the sweep sets its name and runs_root)."""
+        return TASKS[self.task][0](None, [*self.overrides, f"name={self.id}", f"runs_root={runs_root}"])
 
     def __repr__(self) -> str:
         return f"Cell({self.id!r})"
@@ -113,8 +127,10 @@ def _id_part(key: str, value: Any) -> str:
         return str(value)
     if key == "loss.num_sampled":
         return f"S{value}"
-    if key == "data.synthetic.vocab_size":
+    if key in ("data.synthetic.vocab_size", "data.vocab_size"):
         return f"V{value}"
+    if key == "data.tokenizer":
+        return str(value) if value in ("word", "bpe") else "tokenizer"
     if key == "data.max_final_vocab":
         return f"maxV{value}"
     if key == "data.min_count":
@@ -131,7 +147,7 @@ def _id_part(key: str, value: Any) -> str:
 
 
 _ID_ORDER = {"loss.name": 0, "loss.sampler": 1, "loss.num_sampled": 2, "loss.subtract_log_q": 3, "loss.finish_with_full": 4, "train.max_seconds": 100,
-             "data.synthetic.vocab_size": 99, "data.max_final_vocab": 99, "data.min_count": 99}
+             "data.synthetic.vocab_size": 99, "data.vocab_size": 99, "data.max_final_vocab": 99, "data.min_count": 99}
 
 
 def cell_id(values: dict[str, Any]) -> str:
@@ -186,6 +202,10 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     for b in base:
         if b.split("=", 1)[0].strip() in ("name", "runs_root"):
             raise ConfigError(f"base: {b.split('=', 1)[0].strip()} is set by the sweep (cell id, <out_dir>/runs)")
+    task = raw.get("task", "skipgram")
+    if task not in TASKS:
+        raise ConfigError(f"task={task!r}: expected one of {', '.join(TASKS)} (skipgram: `sampledsoftmax train` "
+                          f"cells; lm: `sampledsoftmax train-lm` cells)")
     budgets = _parse_budgets(raw.get("budgets", ["pairs"]))
     grid = raw.get("grid")
     if isinstance(grid, dict):
@@ -216,7 +236,7 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
                 if seconds is not None:
                     overrides += [f"train.max_steps={_UNBOUNDED_STEPS}", f"train.max_seconds={seconds}"]
                     cid += f"-{seconds:g}s"
-                cells.append(Cell(cid, values, overrides))
+                cells.append(Cell(cid, values, overrides, task))
     seen: dict[str, Cell] = {}
     for c in cells:
         if c.id in seen:
@@ -226,7 +246,7 @@ def load_sweep(path: Union[str, Path], overrides: Sequence[str] = ()) -> Sweep:
     root = Path(out_dir) / "runs"
     for c in cells:  # fail fast: a typo in any cell stops the sweep before the first step of training
         try:
-            cfg = load_config(None, [*c.overrides, f"name={c.id}", f"runs_root={root}"])
+            cfg = c.config(root)
         except ConfigError as e:
             raise ConfigError(f"sweep cell {c.id}: {e}") from None
         if cfg.data.corpus != "synthetic" and not Path(cfg.data.corpus).exists():
@@ -296,6 +316,14 @@ def _trained_vocab_size(run_dir: Path) -> Optional[int]:
         return None
 
 
+def _data_report(run_dir: Path) -> dict:
+    """An LM run's data.json (its number of classes and its tokenizer's report), or {}."""
+    try:
+        return json.loads((run_dir / "data.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text if isinstance(exc, SampledSoftmaxError) else f"{type(exc).__name__}: {text}"
@@ -311,9 +339,17 @@ def _base_row(cell: Cell, cfg) -> dict:
         "subtract_log_q": _fmt_value(lc.subtract_log_q) if lc.name in ("sampled", "inbatch") else "",
         "finish_with_full": lc.finish_with_full or "",
         "optimizer": f"{cfg.optim.name} {cfg.optim.alpha:g}",  # name and starting rate, e.g. "sgd 0.025"
-        "V": cfg.data.synthetic.vocab_size if cfg.data.corpus == "synthetic" else "",
+        "V": _configured_v(cell, cfg),
         "budget": "seconds" if cfg.train.max_seconds else "pairs",
+        "task": cell.task,
     }
+
+
+def _configured_v(cell: Cell, cfg):
+    """The class count the config asks for (the trained one replaces it in the row once the cell has run)."""
+    if cfg.data.corpus == "synthetic":
+        return cfg.data.synthetic.vocab_size + (1 if cell.task == "lm" else 0)  # the LM adds end of sentence
+    return getattr(cfg.data, "vocab_size", None) or ''
 
 
 def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = True) -> dict:
@@ -331,7 +367,7 @@ def run_cell(cell: Cell, runs_root: Path, quiet: bool = True, isolate: bool = Tr
     if kind == "ok":
         return value
     why = value if kind != "died" else f"the cell's process was {value}"
-    row = _base_row(cell, load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"]))
+    row = _base_row(cell, cell.config(runs_root))
     row.update(wall_s=time.perf_counter() - t0, status=f"failed: {why}")
     return row
 
@@ -356,11 +392,11 @@ def _attempt(cfg) -> bool:
 
 
 def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
-    cfg = load_config(None, [*cell.overrides, f"name={cell.id}", f"runs_root={runs_root}"])
+    cfg = cell.config(runs_root)
     row = _base_row(cell, cfg)
     t0 = time.perf_counter()
     try:
-        out = train(cfg, quiet=quiet, resume=_attempt(cfg))
+        out = TASKS[cell.task][1](cfg, quiet=quiet, resume=_attempt(cfg))
     except Exception as e:  # noqa: BLE001 - a failed cell is a result; the sweep goes on
         row.update(wall_s=time.perf_counter() - t0, status=f"failed: {_one_line(e)}")
         return row
@@ -373,7 +409,12 @@ def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
                top1=m.get("eval/top1"), top10=m.get("eval/top10"), wordsim=m.get("eval/wordsim"),
                analogy=m.get("eval/analogy"), bias_gap=m.get("bias/exact_minus_objective"),
                grad_cosine=m.get("bias/grad_cosine"))
-    v = _trained_vocab_size(run_dir)
+    if cell.task == "lm":
+        data = _data_report(run_dir)
+        row.update(bpb=m.get("eval/bpb"), ppl=m.get("eval/ppl"), tokenizer_s=data.get("tokenizer_seconds"))
+        v = data.get("num_classes")
+    else:
+        v = _trained_vocab_size(run_dir)
     if v is not None:
         row["V"] = v
         if cfg.loss.name in _SAMPLING_LOSSES:  # the S the run used (null: the loss's default at this V)
@@ -382,8 +423,9 @@ def _train_cell(cell: Cell, runs_root: Path, quiet: bool = True) -> dict:
         s = _scalars(run_dir)
     except Exception:  # noqa: BLE001 - missing perf numbers do not fail a trained cell
         s = {}
-    if s.get("perf/pairs_per_sec"):
-        row["pairs_per_sec"] = statistics.median(s["perf/pairs_per_sec"])
+    for unit in ("pairs", "tokens"):
+        if s.get(f"perf/{unit}_per_sec"):
+            row[f"{unit}_per_sec"] = statistics.median(s[f"perf/{unit}_per_sec"])
     if s.get("perf/step_ms"):
         row["step_ms"] = statistics.median(s["perf/step_ms"])
     # the process's peak (RSS on the CPU, allocator peak on CUDA) including evaluation; per cell when isolated

@@ -27,18 +27,25 @@ from ..training.config import (
 ARCHS = ("lstm", "transformer")
 
 
+TOKENIZERS = ("word", "bpe")  # or the path of a Hugging Face tokenizer.json
+
+
 @dataclass
 class LMDataConfig:
     corpus: str = "synthetic"  # "synthetic" (the planted corpus) or a path: file (.txt/.gz/.bz2) or directory
     synthetic: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(vocab_size=2000, num_tokens=200_000,
                                                                                num_topics=20, heldout_sentences=500))
-    lowercase: bool = True
-    token_pattern: str = r"[a-z']+"
-    min_count: int = 1
-    max_final_vocab: Optional[int] = None
-    heldout_fraction: float = 0.02
+    # real text (lm/tokenize.py): "bpe" (byte-level BPE trained on the training split, `tokenizers` package), "word"
+    # (words and punctuation; out-of-vocabulary words become <unk>, never dropped), or a tokenizer.json of your own
+    tokenizer: str = "word"
+    # the number of classes, end-of-line (and word level's <unk>) included; bpe: required; word: a cap (null: every
+    # word seen min_count times)
+    vocab_size: Optional[int] = None
+    lowercase: Optional[bool] = None  # null: word level lowercases, bpe and tokenizer.json keep the text as it is
+    min_count: int = 1  # word level
+    heldout_fraction: float = 0.02  # of the corpus's non-empty lines, the same whatever the tokenizer (bits per byte)
     seq_len: int = 32
-    cache_dir: Optional[str] = None
+    cache_dir: Optional[str] = None  # default: runs_root/.cache (tokenizer and encoded corpus, reused across runs)
 
 
 @dataclass
@@ -113,6 +120,13 @@ def validate_lm(cfg: LMConfig) -> LMConfig:
                           f"in [0, optim.alpha]")
     if cfg.model.arch == "transformer" and cfg.model.dim % cfg.model.num_heads:
         raise ConfigError(f"model.dim={cfg.model.dim} must be divisible by model.num_heads={cfg.model.num_heads}")
+    d = cfg.data
+    if d.tokenizer not in TOKENIZERS and not d.tokenizer.endswith(".json"):
+        raise ConfigError(f"data.tokenizer={d.tokenizer!r}: expected word, bpe or the path of a tokenizer.json")
+    if d.vocab_size is not None and d.vocab_size < 2:
+        raise ConfigError(f"data.vocab_size={d.vocab_size} must be >= 2")
+    if d.corpus != "synthetic" and d.tokenizer == "bpe" and d.vocab_size is None:
+        raise ConfigError("data.tokenizer=bpe needs data.vocab_size, the number of classes (e.g. 32000)")
     check_choice("model.arch", cfg.model.arch, ARCHS)
     check_choice("loss.name", cfg.loss.name, loss_choices())
     check_choice("loss.sampler", cfg.loss.sampler, sampler_choices())

@@ -48,11 +48,11 @@ class LSTMLM(nn.Module):
         torch.Size([2, 7, 16])
     """
 
-    def __init__(self, vocab_size: int, dim: int, *, num_layers: int = 1, dropout: float = 0.0):
+    def __init__(self, vocab_size: int, dim: int, *, num_layers: int = 1, dropout: float = 0.0, sparse: bool = False):
         super().__init__()
         _check_sizes(vocab_size, dim, num_layers, dropout)
         self.vocab_size, self.dim = vocab_size, dim
-        self.embed = nn.Embedding(vocab_size, dim)
+        self.embed = nn.Embedding(vocab_size, dim, sparse=sparse)  # sparse: row gradients, O(batch) steps
         self.drop = nn.Dropout(dropout)
         # nn.LSTM's own dropout acts between layers only; self.drop covers its input and output
         self.lstm = nn.LSTM(dim, dim, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
@@ -82,7 +82,7 @@ class TransformerLM(nn.Module):
     """
 
     def __init__(self, vocab_size: int, dim: int, *, num_layers: int = 2, num_heads: int = 4, max_len: int = 512,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, sparse: bool = False):
         super().__init__()
         _check_sizes(vocab_size, dim, num_layers, dropout)
         for key, value in (("num_heads", num_heads), ("max_len", max_len)):
@@ -91,7 +91,7 @@ class TransformerLM(nn.Module):
         if dim % num_heads:
             raise ConfigError(f"dim={dim} must be divisible by num_heads={num_heads}")
         self.vocab_size, self.dim, self.max_len = vocab_size, dim, max_len
-        self.embed = nn.Embedding(vocab_size, dim)
+        self.embed = nn.Embedding(vocab_size, dim, sparse=sparse)  # sparse: row gradients, O(batch) steps
         self.pos = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(

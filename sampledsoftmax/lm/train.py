@@ -8,14 +8,16 @@ training loss.
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..data.corpus import load_corpus, token_fingerprint
+from ..data.corpus import token_fingerprint
 from ..data.synthetic import PlantedCorpus
 from ..errors import ConfigError
 from ..training import loop
@@ -38,28 +40,47 @@ class _Counts:
         return len(self.counts)
 
 
-def build_lm_data(cfg: LMConfig):
-    """-> (words, train stream, held-out stream, class counts); class id V = end of sentence."""
+@dataclass
+class LMData:
+    """What the LM trains and evaluates on. Class ids are frequency ranks, end-of-line/sentence included."""
+
+    words: list[str]  # class names, id = index
+    train: np.ndarray  # (N,) int64 token stream
+    heldout: np.ndarray  # (M,) int64 token stream
+    counts: np.ndarray  # (V,) int64 training counts, each >= 1 (every class samplable)
+    heldout_bytes: Optional[np.ndarray] = None  # (M,) UTF-8 bytes of text each held-out token covers (real text)
+    stats: dict = field(default_factory=dict)  # the tokenizer's: kind, times, cache, OOV rate, ...
+
+
+def build_lm_data(cfg: LMConfig) -> LMData:
+    """The planted corpus (its words; class V = end of sentence), or real text through the configured tokenizer
+    (lm/tokenize.py: BPE, words with <unk>, or a tokenizer.json; every token of the text kept, held-out bytes known
+    for bits per byte)."""
     d = cfg.data
     if d.corpus == "synthetic":
         ids, heldout_ids, vocab = PlantedCorpus(d.synthetic).generate()
-    else:
-        cache = Path(d.cache_dir) if d.cache_dir else Path(cfg.runs_root) / ".cache"
-        enc = load_corpus(d.corpus, lowercase=d.lowercase, token_pattern=d.token_pattern, min_count=d.min_count,
-                          max_final_vocab=d.max_final_vocab, heldout_fraction=d.heldout_fraction,
-                          seed=cfg.train.seed, cache_dir=cache)
-        ids, heldout_ids, vocab = enc.ids, enc.heldout_ids, enc.vocab
-    eos = len(vocab)
-    train_stream = sentences_to_stream(ids, eos)
-    heldout_stream = sentences_to_stream(heldout_ids, eos)
-    counts = np.bincount(train_stream, minlength=eos + 1).astype(np.int64)
-    counts = np.maximum(counts, 1)  # every class samplable; the log-unigram bias init stays finite
-    return list(vocab.words) + ["</s>"], train_stream, heldout_stream, counts
+        eos = len(vocab)
+        train_stream = sentences_to_stream(ids, eos)
+        heldout_stream = sentences_to_stream(heldout_ids, eos)
+        counts = np.bincount(train_stream, minlength=eos + 1).astype(np.int64)
+        return LMData(list(vocab.words) + ["</s>"], train_stream, heldout_stream, np.maximum(counts, 1))
+    from .tokenize import tokenize_corpus
+
+    lowercase = d.lowercase if d.lowercase is not None else d.tokenizer == "word"
+    tc = tokenize_corpus(d.corpus, tokenizer=d.tokenizer, vocab_size=d.vocab_size, lowercase=lowercase,
+                         min_count=d.min_count, heldout_fraction=d.heldout_fraction, seed=cfg.train.seed,
+                         cache_dir=Path(d.cache_dir) if d.cache_dir else Path(cfg.runs_root) / ".cache")
+    return LMData(list(tc.words), tc.train.astype(np.int64), tc.heldout.astype(np.int64),
+                  np.maximum(tc.counts.astype(np.int64), 1),  # the log-unigram bias init stays finite
+                  tc.heldout_bytes.astype(np.int64), dict(tc.stats))
 
 
 @torch.no_grad()
-def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) -> dict[str, float]:
-    """Exact full-softmax cross entropy over every held-out token (chunked over V), and its perplexity."""
+def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device,
+                     heldout_bytes: Optional[np.ndarray] = None) -> dict[str, float]:
+    """Exact full-softmax cross entropy over every held-out token (chunked over V), its per-token perplexity, and,
+    with `heldout_bytes`, bits per byte: the total NLL in bits over the UTF-8 bytes the evaluated tokens cover (a
+    unit that does not depend on the tokenizer or V)."""
     model.eval()
     total, count = 0.0, 0
     try:
@@ -73,23 +94,30 @@ def exact_perplexity(cfg: LMConfig, model, loss_fn, stream: np.ndarray, device) 
     finally:
         model.train()
     ce = total / max(count, 1)
-    return {"eval/full_ce": ce, "eval/ppl": math.exp(min(ce, 700.0)), "eval/tokens": float(count)}
+    out = {"eval/full_ce": ce, "eval/ppl": math.exp(min(ce, 700.0)), "eval/tokens": float(count)}
+    if heldout_bytes is not None:  # eval_batches visits the targets stream[1:] in order: these `count` of them
+        covered = int(heldout_bytes[1 : 1 + count].sum())
+        out["eval/bpb"] = total / math.log(2) / max(covered, 1)
+        out["eval/bytes"] = float(covered)
+    return out
 
 
 class LMTask:
-    """The LM on the loop: batches of (inputs, next tokens), the autograd step (gradient clipping at norm 1 unless
-    the output layer's gradients are sparse: `clip`), exact held-out perplexity."""
+    """The LM on the loop: batches of (inputs, next tokens), the autograd step (the dense gradients clipped at global
+    norm 1, whatever the loss, before and after loss.finish_with_full's switch), exact held-out perplexity."""
 
     unit = "tokens"
 
     def __init__(self, cfg: LMConfig, data, ddp, device: torch.device):
-        words, train_stream, self.heldout_stream, counts = data
+        words, train_stream, self.heldout_stream, counts = data.words, data.train, data.heldout, data.counts
+        self.heldout_bytes, self.data_stats = data.heldout_bytes, data.stats
         self.cfg, self.ddp, self.device = cfg, ddp, device
         v, mc = len(words), cfg.model
         self.num_classes = v
         self.fingerprint = token_fingerprint(train_stream, self.heldout_stream)  # a changed corpus: no resume
         check_fits(cfg, v, device)  # before the [V, d] tables and optimizer state are allocated
-        kw = dict(num_layers=mc.num_layers, dropout=mc.dropout)
+        # an untied sparse sampled loss: the input table takes row gradients too, so no step costs O(V)
+        kw = dict(num_layers=mc.num_layers, dropout=mc.dropout, sparse=cfg.loss.sparse and not mc.tie_weights)
         if mc.arch == "transformer":
             kw.update(num_heads=mc.num_heads, max_len=cfg.data.seq_len)
         self.model = build_lm(mc.arch, v, mc.dim, **kw).to(device)
@@ -110,14 +138,7 @@ class LMTask:
         self.amp = amp_context(cfg)
         self.grouped = ddp.enabled and cfg.loss.name in GROUPED_LOSSES  # ranks share the global sample
 
-    @property
-    def clip(self) -> Optional[float]:
-        """The gradient norm to clip at: 1.0 whenever every gradient is dense; None while the current loss gives its
-        output table and bias sparse gradients (a sampled loss with loss.sparse; a tied table's gradient is dense,
-        the bias's is not), which clip_grad_norm_ cannot take. Read at every step: loss.finish_with_full swaps in the
-        exact softmax, whose gradients are dense, mid-run (training.schedule.switch_to_full). The token embedding's
-        gradient is always dense (lm.model)."""
-        return None if getattr(self.loss_fn, "sparse", False) else 1.0
+    clip = 1.0  # the dense gradients' global norm (loop.autograd_step leaves sparse row gradients as they are)
 
     def batches(self, epoch: int, start_batch: int):
         stream = self.data.epoch_batches(epoch, start_batch=start_batch)
@@ -135,7 +156,8 @@ class LMTask:
         return loss, y.numel()
 
     def evaluate(self, step: int) -> dict[str, float]:
-        return exact_perplexity(self.cfg, self.model, self.loss_fn, self.heldout_stream, self.device)
+        return exact_perplexity(self.cfg, self.model, self.loss_fn, self.heldout_stream, self.device,
+                                self.heldout_bytes)
 
     def state(self) -> dict:
         return {"num_classes": self.num_classes, "data_fingerprint": self.fingerprint}
@@ -148,7 +170,9 @@ class LMTask:
                               "restore it, or start a new run instead of --resume")
 
     def on_new_run(self, run_dir: Path) -> None:
-        pass
+        """data.json: the classes and the tokenizer's report (kind, V, times apart from training, OOV rate)."""
+        report = {"num_classes": self.num_classes, **self.data_stats}
+        (run_dir / "data.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
 
     def finish(self, log, step: int) -> None:
         pass

@@ -57,13 +57,14 @@ class Progress:
 
 def autograd_step(task, batch_loss: torch.Tensor, scale: float, ctl: RunControl, clip: Optional[float] = None):
     """The generic step after the forward pass: zero the gradients, backward of ``batch_loss * scale``, sum the
-    gradients over torchrun's ranks (and agree on stops), clip if asked, step every optimizer."""
+    gradients over torchrun's ranks (and agree on stops), clip the dense gradients' norm if asked, step every
+    optimizer."""
     for o in task.opts:
         o.zero_grad(set_to_none=True)
     (batch_loss * scale).backward()
     ctl.exchange(task.params)
-    if clip is not None:
-        torch.nn.utils.clip_grad_norm_(task.params, clip)
+    if clip is not None:  # over the dense gradients: clip_grad_norm_ takes no sparse ones (sampled rows, embeddings)
+        torch.nn.utils.clip_grad_norm_([p for p in task.params if p.grad is not None and not p.grad.is_sparse], clip)
     for o in task.opts:
         o.step()
 
