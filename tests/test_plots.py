@@ -17,6 +17,8 @@ from sampledsoftmax.experiments.plots import PLOT_FILES, Series, build_figures, 
 from sampledsoftmax.experiments.sweep import COLUMNS, write_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# what a skip-gram sweep draws: everything but best_vs_V.png (language models only: bits per byte across V)
+SKIPGRAM_FILES = tuple(n for n in PLOT_FILES if n != "best_vs_V.png")
 MAX_BYTES = 150_000
 
 # nominal V -> the class count of the trained output layer (the row's V): titles must carry the real one
@@ -153,8 +155,8 @@ def test_writes_the_plots_and_returns_exactly_them(tmp_path):
     write_curves_csv(tmp_path, points)
     (tmp_path / "frontier.png").write_bytes(b"stale")  # a plot of an earlier version: removed
     paths = plot_sweep(tmp_path, rows)
-    assert paths == [tmp_path / name for name in PLOT_FILES]
-    assert written(tmp_path) == set(PLOT_FILES) | {"curves.csv"}  # no temporary files left behind
+    assert paths == [tmp_path / name for name in SKIPGRAM_FILES]
+    assert written(tmp_path) == set(SKIPGRAM_FILES) | {"curves.csv"}  # no temporary files left behind
     for p in paths:
         assert_small_png(p)
 
@@ -162,7 +164,7 @@ def test_writes_the_plots_and_returns_exactly_them(tmp_path):
 def test_no_axis_is_degenerate():
     rows, points = make_sweep()
     figs = build_figures(rows, points)
-    assert list(figs) == list(PLOT_FILES)
+    assert list(figs) == list(SKIPGRAM_FILES)
     for name, fig in figs.items():
         assert_no_degenerate_axis(fig)
         for ax in panels(fig):
@@ -314,7 +316,7 @@ def test_no_S_series_no_bias_plot(tmp_path):
     rows = [r for r in rows if r.get("S") != "1024"]
     write_curves_csv(tmp_path, points)
     paths = plot_sweep(tmp_path, rows)
-    assert [p.name for p in paths] == [n for n in PLOT_FILES if n != "bias.png"]
+    assert [p.name for p in paths] == [n for n in SKIPGRAM_FILES if n != "bias.png"]
     assert not (tmp_path / "bias.png").exists()
 
 
@@ -345,7 +347,7 @@ def test_rows_read_back_from_write_results(tmp_path):
         back = list(csv.DictReader(f))
     assert {"finish_with_full", "target", "time_to_target"} <= set(COLUMNS)
     paths = plot_sweep(tmp_path, back)
-    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert [p.name for p in paths] == list(SKIPGRAM_FILES)
     for p in paths:
         assert_small_png(p)
 
@@ -363,14 +365,14 @@ def test_fresh_rows_with_numbers():
                 r[k] = None
         r["subtract_log_q"] = {"true": True, "false": False}.get(r.get("subtract_log_q", ""), "")
         fresh.append(r)
-    assert list(build_figures(fresh, points)) == list(PLOT_FILES)
+    assert list(build_figures(fresh, points)) == list(SKIPGRAM_FILES)
 
 
 def test_single_v(tmp_path):
     rows, points = make_sweep(vs=(100000,))
     write_curves_csv(tmp_path, points)
     paths = plot_sweep(tmp_path, rows)
-    assert [p.name for p in paths] == list(PLOT_FILES)
+    assert [p.name for p in paths] == list(SKIPGRAM_FILES)
     figs = build_figures(rows, points)
     for name, fig in figs.items():
         # one V: every point of a V axis sits on it, by design; the axis limits are still a range
@@ -533,3 +535,189 @@ def test_a_non_sgd_optimizer_is_named_and_coloured_apart():
     ax = panels(figs["step_time_vs_V.png"])[0]
     assert {"sampled unigram S=1024", "sampled unigram S=1024, SparseAdam"} <= {ln.get_label() for ln in
                                                                                series_lines(ax)}
+
+
+# ------------------------------------------------------------------------------------------------ language models
+
+LM_V = (8000, 32000, 128000)  # BPE vocabulary sizes: the rows' V (the output layer's classes)
+LM_T = [0.0] + [2.0 * (300 / 2.0) ** (i / 7) for i in range(8)]  # step 0, then 8 evaluations over 2 ... 300 s
+LM_METHODS = [("full", "", ""), ("sampled", "unigram", "1024"), ("adaptive", "", "")]
+LM_LABELS = ["full, Adam", "sampled unigram S=1024, Adam", "adaptive, Adam"]  # in series order
+
+
+def _bpb(loss, v, t):
+    """Plausible held-out bits per byte after t training seconds: log2(V) bits a token at the start over ~3-5 bytes
+    a token; the exact softmax converges lower but slows down with V, the sampled and adaptive ones level off a
+    little higher; adaptive at 128k diverges at its end (its best is not its last evaluation)."""
+    bytes_per_token = 3.0 + 0.5 * math.log2(v / 8000)
+    start = math.log2(v) / bytes_per_token
+    k = math.log2(v / 8000) / 2  # 0, 1, 2
+    tau, floor = {"full": (4 * (v / 8000) ** 0.6, 1.45 - 0.02 * k), "sampled": (3.0, 1.47 - 0.025 * k),
+                  "adaptive": (2.5, 1.50 - 0.01 * k)}[loss]
+    bpb = floor + (start - floor) / (1 + (t / tau) ** 1.5)
+    if loss == "adaptive" and v == 128000 and t >= 300:
+        bpb += 0.08
+    return bpb, bytes_per_token
+
+
+def make_lm_sweep(vs=LM_V, times=LM_T):
+    """(rows, points) of a language-model sweep (task: lm, seconds budget): one ok row per loss and V, as
+    results.csv has them (bpb, ppl, tokens_per_sec, no pairs_per_sec or excess_ce), its curve with bpb at every
+    evaluation, target / time_to_target from curves.add_time_to_target (the bpb margin)."""
+    rows, points = [], []
+    for v in vs:
+        for loss, sampler, s in LM_METHODS:
+            cell = "-".join(x for x in (loss, sampler, f"S{s}" if s else "", f"V{v}", "300s") if x)
+            id_cols = {"cell": cell, "loss": loss, "sampler": sampler, "S": s, "subtract_log_q": "true" if s else "",
+                       "finish_with_full": "", "optimizer": "adam 0.001", "V": str(v), "budget": "seconds"}
+            step_ms = {"full": 5 + 4e-4 * v, "sampled": 6 + 1e-5 * v, "adaptive": 5.5 + 5e-5 * v}[loss]
+            logits = {"full": v, "sampled": 1024, "adaptive": 2048 + v // 8}  # logits a token (B=8, T=256, fp32)
+            curve = [(t, *_bpb(loss, v, t)) for t in times]
+            for t, bpb, bpt in curve:
+                points.append({**id_cols, "step": str(int(t / step_ms * 1000)), "train_s": f"{t:.6g}",
+                               "eval_s": "1.5", "full_ce": f"{bpb * bpt * math.log(2):.6g}", "excess_ce": "",
+                               "top10": "", "bpb": f"{bpb:.6g}"})
+            t, bpb, bpt = curve[-1]
+            ce = bpb * bpt * math.log(2)
+            rows.append({**id_cols, "task": "lm", "steps": str(int(t / step_ms * 1000)), "train_s": f"{t:.6g}",
+                         "eval_s": "13.5", "wall_s": f"{t + 20:.6g}", "pairs_per_sec": "",
+                         "tokens_per_sec": f"{8 * 256 / step_ms * 1000:.6g}", "step_ms": f"{step_ms:.4g}",
+                         "peak_mem_mb": f"{400 + logits[loss] * 8 * 256 * 4 * 3 / 2**20:.4g}",
+                         "full_ce": f"{ce:.6g}", "excess_ce": "", "bpb": f"{bpb:.6g}", "ppl": f"{math.exp(ce):.6g}",
+                         "tokenizer_s": "12.0", "status": "ok", "run_dir": f"runs/{cell}"})
+    curves.add_time_to_target(rows, points)
+    for r in rows:
+        r["target"] = "" if r["target"] is None else f"{r['target']:.6g}"
+        r["time_to_target"] = "" if r["time_to_target"] is None else f"{r['time_to_target']:.6g}"
+    rows.append({"cell": "full-V512000-300s", "loss": "full", "V": "", "task": "lm", "budget": "seconds",
+                 "status": "failed: OutOfMemoryError: CUDA out of memory"})
+    return rows, points
+
+
+def _texts(fig) -> list[str]:
+    """Every title and axis label of a figure, its legend entries and notes."""
+    out = [fig.get_suptitle()] + [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    for ax in panels(fig):
+        out += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()] + [t.get_text() for t in ax.texts]
+    return [t for t in out if t]
+
+
+def _best_by_cell(points) -> dict[str, float]:
+    return {cell: min(float(p["bpb"]) for p in pts) for cell, pts in curves.by_cell(points).items()}
+
+
+def test_lm_sweep_writes_its_plots(tmp_path):
+    rows, points = make_lm_sweep()
+    write_curves_csv(tmp_path, points)
+    paths = plot_sweep(tmp_path, rows)
+    # one S value: no bias.png; best_vs_V.png with the rest
+    assert [p.name for p in paths] == [n for n in PLOT_FILES if n != "bias.png"]
+    assert "best_vs_V.png" in [p.name for p in paths]
+    for p in paths:
+        assert_small_png(p)
+    for name, fig in build_figures(rows, points).items():
+        assert_no_degenerate_axis(fig)
+        text = " ".join(_texts(fig))
+        assert "nats" not in text and "pairs" not in text and "excess CE" not in text, (name, text)
+
+
+def test_lm_curves_in_bits_per_byte_one_panel_per_V():
+    rows, points = make_lm_sweep()
+    fig = build_figures(rows, points)["curves.png"]
+    axes = panels(fig)
+    assert [ax.get_title() for ax in axes] == ["V = 8,000", "V = 32,000", "V = 128,000"]
+    assert "held-out bits per byte (exact)" in fig.get_suptitle() and "same training time" in fig.get_suptitle()
+    assert axes[0].get_ylabel() == "held-out bits per byte (exact)"
+    for ax in axes:
+        assert ax.get_xscale() == "log"
+        assert sorted(ln.get_label() for ln in series_lines(ax, LM_LABELS)) == sorted(LM_LABELS)
+        others = [ln.get_label() for ln in series_lines(ax) if ln.get_label() not in LM_LABELS]
+        assert others == ["target: best bits per byte at V + 0.02 bits/byte"]
+        for ln in series_lines(ax, LM_LABELS):  # the evaluations after the first step (log x: not the one at 0 s)
+            assert len(ln.get_xdata()) == len(LM_T) - 1 and min(ln.get_xdata()) > 0
+        lo, hi = ax.get_ylim()  # every evaluation drawn is in range
+        assert lo <= min(min(ln.get_ydata()) for ln in series_lines(ax, LM_LABELS))
+        assert hi >= max(max(ln.get_ydata()) for ln in series_lines(ax, LM_LABELS))
+
+
+def test_lm_time_to_target_in_bits_per_byte():
+    rows, points = make_lm_sweep()
+    (ax,) = panels(build_figures(rows, points)["time_to_target.png"])
+    assert "best bits per byte at each V + 0.02 bits/byte" in ax.get_title()
+    assert curves.MARGINS["bpb"] == 0.02
+    best = _best_by_cell(points)
+    for v in LM_V:  # the targets the rows carry: the best bpb at V + 0.02
+        at_v = [r for r in rows if r.get("V") == str(v)]
+        goal = min(best[r["cell"]] for r in at_v) + 0.02
+        assert [float(r["target"]) for r in at_v] == pytest.approx([goal] * len(at_v))
+    assert sorted(int(t) for t in ax.get_xticks()) == list(LM_V)
+
+
+def test_lm_best_vs_V_one_line_per_series_at_each_cells_best():
+    rows, points = make_lm_sweep()
+    fig = build_figures(rows, points)["best_vs_V.png"]
+    (ax,) = panels(fig)
+    assert ax.get_title().startswith("Best held-out bits per byte in the budget, by vocabulary size")
+    assert "same training time: 300 s per cell" in ax.get_title()
+    assert "bits per byte" in ax.get_ylabel() and ax.get_xlabel() == plots.V_LABEL
+    assert ax.get_xscale() == "log" and sorted(int(t) for t in ax.get_xticks()) == list(LM_V)
+    lines = {ln.get_label(): ln for ln in series_lines(ax)}
+    assert sorted(lines) == sorted(LM_LABELS)
+    best = _best_by_cell(points)
+    final = {r["cell"]: float(r["bpb"]) for r in rows if r.get("bpb")}
+    for (loss, sampler, s), label in zip(LM_METHODS, LM_LABELS):
+        cells = ["-".join(x for x in (loss, sampler, f"S{s}" if s else "", f"V{v}", "300s") if x) for v in LM_V]
+        assert [int(x) for x in lines[label].get_xdata()] == list(LM_V)
+        assert list(lines[label].get_ydata()) == pytest.approx([best[c] for c in cells])
+    diverged = "adaptive-V128000-300s"  # its best is an earlier evaluation, not its final value
+    assert best[diverged] < final[diverged] - 0.05
+    assert lines["adaptive, Adam"].get_ydata()[-1] == pytest.approx(best[diverged])
+    lo, hi = ax.get_ylim()
+    assert lo <= min(best.values()) and hi >= max(best.values())
+
+
+def test_lm_best_vs_V_falls_back_to_the_rows_and_leaves_other_budgets_out():
+    rows, points = make_lm_sweep()
+    # no curve points for one cell: its row's final bpb; the exact softmax once more at 8k for 1200 s: left out
+    gone = "sampled-unigram-S1024-V32000-300s"
+    long_full = [{**p, "cell": "full-V8000-1200s", "train_s": f"{float(p['train_s']) * 4:.6g}",
+                  "bpb": f"{float(p['bpb']) - 0.1:.6g}"} for p in points if p["cell"] == "full-V8000-300s"]
+    long_row = [{**r, "cell": "full-V8000-1200s", "train_s": "1200", "bpb": "1.3"} for r in rows
+                if r["cell"] == "full-V8000-300s"]
+    fig = build_figures(rows + long_row, [p for p in points if p["cell"] != gone] + long_full)["best_vs_V.png"]
+    (ax,) = panels(fig)
+    lines = {ln.get_label(): ln for ln in series_lines(ax)}
+    row = next(r for r in rows if r["cell"] == gone)
+    assert lines["sampled unigram S=1024, Adam"].get_ydata()[1] == pytest.approx(float(row["bpb"]))
+    assert lines["full, Adam"].get_ydata()[0] == pytest.approx(_best_by_cell(points)["full-V8000-300s"])
+    assert [t.get_text() for t in ax.texts] == ["1 cells with another training budget not drawn"]
+    # rows only (no curves.csv): every value is the row's final bpb
+    (ax,) = panels(build_figures(rows)["best_vs_V.png"])
+    ys = sorted(y for ln in series_lines(ax) for y in ln.get_ydata())
+    assert ys == pytest.approx(sorted(float(r["bpb"]) for r in rows if r.get("bpb")))
+
+
+def test_lm_step_time_and_memory_from_the_lm_rows():
+    rows, points = make_lm_sweep()
+    figs = build_figures(rows, points)
+    for name, col in (("step_time_vs_V.png", "step_ms"), ("peak_mem_vs_V.png", "peak_mem_mb")):
+        (ax,) = panels(figs[name])
+        lines = {ln.get_label(): ln for ln in series_lines(ax)}
+        assert sorted(lines) == sorted(LM_LABELS)
+        for (loss, _, _), label in zip(LM_METHODS, LM_LABELS):
+            expected = [float(r[col]) for r in rows if r.get("loss") == loss and r.get("V")]
+            assert list(lines[label].get_ydata()) == pytest.approx(expected)
+
+
+def test_skipgram_sweeps_get_no_best_vs_V():
+    """Per-class CE measures a different prediction problem at each V: only bits per byte are compared across V."""
+    rows, points = make_sweep(vs=(1000, 10000), bias=False)
+    assert "best_vs_V.png" not in build_figures(rows, points)
+    text = [{**p, "excess_ce": ""} for p in points]
+    assert "best_vs_V.png" not in build_figures([{**r, "excess_ce": ""} for r in rows], text)
+
+
+def test_ce_metric_prefers_bits_per_byte():
+    lm = plots._cells([{"loss": "full", "V": "8000", "full_ce": "3.2", "bpb": "1.4", "status": "ok"}])
+    assert plots._ce_metric(lm) == "bpb"
+    assert plots._margin("bpb") == (0.02, "bits/byte") and plots._margin("excess_ce") == (0.1, "nats")

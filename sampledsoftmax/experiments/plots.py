@@ -1,5 +1,5 @@
-"""PNG plots of a sweep: learning curves (held-out CE against training seconds), the time each method takes to reach
-a target quality, and what a step costs, as the class count V grows.
+"""PNG plots of a sweep: learning curves (held-out CE, or bits per byte for a language model, against training
+seconds), the time each method takes to reach a target quality, and what a step costs, as the class count V grows.
 
     from sampledsoftmax.experiments.plots import plot_sweep
     with open("sweeps/quick/results.csv", newline="") as f:
@@ -9,19 +9,32 @@ a target quality, and what a step costs, as the class count V grows.
 before) and the rest from the results rows. Files, each drawn only when its columns have values (a plot with nothing
 to show is not written):
 
-- ``curves.png``: held-out excess CE over the Bayes optimum (``full_ce`` on real text) against training seconds
-  (evaluation excluded), log x, one panel per V, one line per cell, a marker at each evaluation (the one before the
-  first step, at 0 s, has no place on the log axis); the dotted grey line is the time-to-target threshold at V.
-  Only the ``seconds``-budget cells when the sweep has them (see :func:`_curve_budget`).
+- ``curves.png``: held-out excess CE over the Bayes optimum (``full_ce`` on real text; ``bpb`` for a language
+  model) against training seconds (evaluation excluded), log x, one panel per V, one line per cell, a marker at
+  each evaluation (the one before the first step, at 0 s, has no place on the log axis); the dotted grey line is
+  the time-to-target threshold at V. Only the ``seconds``-budget cells when the sweep has them (see
+  :func:`_curve_budget`).
 - ``time_to_target.png``: training seconds until a cell's CE first reaches the target (best CE at its V + 0.1 nats,
-  :data:`.curves.MARGIN`) against V, log-log, one line per method; a cell that never reaches it is a hollow marker
-  in the "not reached" band at the top edge, one that is there before its first step (0 s) a marker in the "0 s"
-  band at the bottom.
+  :data:`.curves.MARGIN`; a language model: best bits per byte + 0.02, :data:`.curves.MARGINS`) against V, log-log,
+  one line per method; a cell that never reaches it is a hollow marker in the "not reached" band at the top edge,
+  one that is there before its first step (0 s) a marker in the "0 s" band at the bottom.
+- ``best_vs_V.png`` (language models only): the best held-out bits per byte each cell reached within its budget
+  (the lowest of its evaluations; the row's final ``bpb`` without curve points) against V, log x, one line per
+  method: does a larger vocabulary pay, and with which loss? (see :func:`best_vs_v_figure` for why skip-gram
+  sweeps get none).
 - ``step_time_vs_V.png``: median training step time (ms) against V, one line per method.
 - ``peak_mem_vs_V.png``: the peak memory of each cell's process (MB) against V.
 - ``bias.png``: the CE the ``sampled`` loss reaches in the sweep's fixed budget against S (log x), at the V with
   the most S values (the largest of a tie), one line per (sampler, subtract_log_q), one panel per budget; the exact
   softmax's CE at that V is the dashed grey reference. Skipped when no (sampler, logQ) has two S values at one V.
+
+Language-model sweeps (``task: lm``): a row's V is the number of classes of the trained output layer (the BPE
+vocabulary size), its ``bpb`` the exact held-out bits per byte and its curve points carry ``bpb`` at every
+evaluation. Bits per byte, unlike the per-token CE (``full_ce``) or perplexity, do not depend on the tokenizer, so
+they are the metric every plot uses where the rows or points have them (:func:`_ce_metric`,
+:func:`.curves.ce_metric`): labelled "held-out bits per byte (exact)", targets and margins in bits/byte, a step
+budget called "training steps" rather than pairs. Step time and memory read the same ``step_ms`` and
+``peak_mem_mb`` columns as skip-gram rows (throughput, ``tokens_per_sec`` vs ``pairs_per_sec``, is not plotted).
 
 V and S axes are logarithmic with ticks at the values swept; V is the real class count of the trained output layer
 (the row's ``V``), not the nominal grid value. A value axis (time, memory, CE) is logarithmic when its values are all
@@ -53,7 +66,8 @@ from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
 from . import curves as curves_mod
 
-PLOT_FILES = ("curves.png", "time_to_target.png", "step_time_vs_V.png", "peak_mem_vs_V.png", "bias.png")
+PLOT_FILES = ("curves.png", "time_to_target.png", "best_vs_V.png", "step_time_vs_V.png", "peak_mem_vs_V.png",
+              "bias.png")
 OBSOLETE_FILES = ("ce_vs_V.png", "frontier.png")  # drawn by earlier versions; removed so no stale plot is read
 DPI = 100
 MAX_BYTES = 150_000  # what a plot file may weigh (tests/test_plots.py checks it)
@@ -64,7 +78,7 @@ V_LABEL = "V (classes in the output layer)"
 DEFAULT_SAMPLER = "unigram"
 _LOSS_ORDER = {"full": 0, "sampled": 1, "nce": 2, "negative": 3, "inbatch": 4, "adaptive": 5}
 _LOSS_MARKER = {"full": "s", "sampled": "o", "nce": "^", "negative": "v", "inbatch": "D", "adaptive": "P"}
-_METRICS = ("wall_s", "train_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "bias_gap", "target",
+_METRICS = ("wall_s", "train_s", "step_ms", "peak_mem_mb", "full_ce", "excess_ce", "bpb", "bias_gap", "target",
             "time_to_target")
 
 
@@ -176,8 +190,8 @@ def _cells(rows: Iterable[dict]) -> list[_Cell]:
 
 
 def _ce_metric(cells: Sequence[_Cell]) -> Optional[str]:
-    """excess_ce where any cell has it, else full_ce, else None."""
-    for m in ("excess_ce", "full_ce"):
+    """bpb where any cell has it (language models), else excess_ce, else full_ce, else None."""
+    for m in ("bpb", "excess_ce", "full_ce"):
         if any(m in c.values for c in cells):
             return m
     return None
@@ -205,7 +219,15 @@ def _v_title(v: Optional[int]) -> str:
 
 
 _CE_LABEL = {"excess_ce": "held-out excess CE over the Bayes optimum (nats)",
-             "full_ce": "held-out CE (nats)"}
+             "full_ce": "held-out CE (nats)",
+             "bpb": "held-out bits per byte (exact)"}
+# what a target or a reached value is called in titles and legends ("best CE at V + 0.1 nats")
+_CE_NAME = {"excess_ce": "CE", "full_ce": "CE", "bpb": "bits per byte"}
+
+
+def _margin(metric: Optional[str]) -> tuple[float, str]:
+    """The time-to-target margin of `metric` and its unit: (0.02, "bits/byte") for bpb, (0.1, "nats") for CE."""
+    return curves_mod.MARGINS.get(metric, curves_mod.MARGIN), "bits/byte" if metric == "bpb" else "nats"
 
 
 def _curve_budget(budgets: Iterable[str]) -> Optional[str]:
@@ -220,8 +242,10 @@ def _curve_budget(budgets: Iterable[str]) -> Optional[str]:
     return "seconds" if "seconds" in budgets else sorted(budgets)[0]
 
 
-def _budget_title(budget: str) -> str:
-    return {"pairs": "same number of training pairs", "seconds": "same training time"}.get(budget, budget)
+def _budget_title(budget: str, lm: bool = False) -> str:
+    """A budget in words; a language model's step budget is in steps (of equal batches of tokens), not pairs."""
+    pairs = "same number of training steps" if lm else "same number of training pairs"
+    return {"pairs": pairs, "seconds": "same training time"}.get(budget, budget)
 
 
 # ------------------------------------------------------------------------------------------------ drawing
@@ -472,14 +496,15 @@ def curves_figure(points: Sequence[dict], colors: dict):
     if not by_v:
         return None
     goal = curves_mod.targets(points)  # over every budget, as the rows' time_to_target (curves.add_time_to_target)
+    margin, unit = _margin(metric)
     vs = sorted(by_v, key=lambda v: (v is None, v or 0))
     nrows, ncols = _grid(len(vs))
     fig, axes = _new_figure(3.9 * ncols + 2.6, 3.3 * nrows + 0.5, nrows, ncols, sharex=True)
     all_x = [x for lines in by_v.values() for _, _, xy in lines for x, _ in xy]
     for ax, v in zip(axes, vs):
         ys, above = [], []
-        # real text: negative sampling is not a normalised model (its CE starts near log V, far above the others);
-        # the panel's range follows the normalised losses and says where negative sampling lies
+        # real text (CE, bits per byte): negative sampling is not a normalised model (its CE starts near log V, far
+        # above the others); the panel's range follows the normalised losses and says where negative sampling lies
         clip = metric != "excess_ce" and any(series.loss != "negative" for series, _, _ in by_v[v])
         main, longer, left_out = _budget_groups(by_v[v]) if budget == "seconds" else (by_v[v], [], 0)
         for series, _cell, xy in sorted(main, key=lambda t: (t[0].sort_key(), t[1])):
@@ -498,14 +523,14 @@ def curves_figure(points: Sequence[dict], colors: dict):
         t = goal.get(str(v)) if v is not None else None
         if t is not None:
             ax.axhline(t, color="0.45", linewidth=1, linestyle=":", zorder=1,
-                       label=f"target: best CE at V + {curves_mod.MARGIN:g} nats")
+                       label=f"target: best {_CE_NAME[metric]} at V + {margin:g} {unit}")
             ys.append(t)
         ax.set_title(_v_title(v), fontsize=10)
         _auto_log(ax, "y", ys)
         if above and ys:
             pad = 0.08 * (max(ys) - min(ys) or 0.1)
             ax.set_ylim(min(ys) - pad, max(ys) + 3 * pad)
-            ax.text(0.02, 0.97, f"negative sampling: {min(above):.2f}-{max(above):.2f} nats, above",
+            ax.text(0.02, 0.97, f"negative sampling: {min(above):.2f}-{max(above):.2f} {unit}, above",
                     transform=ax.transAxes, fontsize=7, va="top", color="0.3")
     for ax in axes[::ncols]:
         ax.set_ylabel(_CE_LABEL[metric].replace(" over the Bayes optimum", "\nover the Bayes optimum"), fontsize=9)
@@ -525,7 +550,7 @@ def curves_figure(points: Sequence[dict], colors: dict):
     one_point = all(len(xy) == 1 for lines in by_v.values() for _, _, xy in lines)
     title = f"Learning curves: {_CE_LABEL[metric]} during training"
     if budget:
-        title += f" ({_budget_title(budget)})"
+        title += f" ({_budget_title(budget, metric == 'bpb')})"
     if one_point:
         title += "\none evaluation per cell: set eval.curve_points for curves"
     fig.suptitle(title, fontsize=11)
@@ -537,7 +562,8 @@ def time_to_target_figure(cells: Sequence[_Cell], colors: dict):
     """time_to_target.png from the rows' target / time_to_target, in the curves' budget. None when no row has a
     target (no curves). Two bands frame the log axis: "not reached" at the top (a row with a target but no
     time_to_target: hollow markers) and "0 s" at the bottom (reached at the evaluation before the first step: the
-    initial CE was already within the margin of the best, so the run taught nothing worth 0.1 nats)."""
+    initial CE was already within the margin of the best, so the run taught nothing worth the margin: 0.1 nats, or
+    0.02 bits per byte for a language model)."""
     from matplotlib.ticker import FuncFormatter
 
     cells = [c for c in cells if c.V is not None and "target" in c.values]
@@ -609,15 +635,103 @@ def time_to_target_figure(cells: Sequence[_Cell], colors: dict):
                 ax.annotate(f"{len(ms)} of {n}", (v, y), xytext=(0, 8), textcoords="offset points", ha="center",
                             fontsize=7, color="0.35")
     ax.set_ylabel(f"{TRAIN_SECONDS}\nat the first evaluation at or below the target", fontsize=9)
-    what = "excess CE" if any("excess_ce" in c.values for c in cells) else "CE"
-    title = f"Time to target: best {what} at each V + {curves_mod.MARGIN:g} nats"
+    metric = _ce_metric(cells)
+    what = {"excess_ce": "excess CE", "bpb": "bits per byte"}.get(metric, "CE")
+    margin, unit = _margin(metric)
+    title = f"Time to target: best {what} at each V + {margin:g} {unit}"
     if budget:
-        title += f" ({_budget_title(budget)})"
+        title += f" ({_budget_title(budget, metric == 'bpb')})"
     notes = [text for where, text in (("never", "hollow markers at the top: never reached within the budget"),
                                       ("start", "at the bottom: reached before the first step")) if where in has]
     if notes:
         title += "\n" + "; ".join(notes)
     ax.set_title(title, fontsize=10)
+    ax.grid(True, which="minor", axis="y", alpha=0.1)
+    _finish(ax)
+    _legend_right(fig, [ax], _labels(colors))
+    return fig
+
+
+class _Best(NamedTuple):
+    """One cell's best value within its budget (best_vs_V.png)."""
+
+    series: Series
+    cell: str
+    end_s: Optional[float]  # the training seconds it ran: its last evaluation's, else the row's train_s
+    best: float
+
+
+def _best_values(rows: Sequence[dict], points: Sequence[dict], metric: str) -> tuple[Optional[str], dict]:
+    """(budget shown, V -> [_Best, ...]): for each ``ok`` row of the curves' budget, the lowest `metric` of its curve
+    points (the best evaluation within its budget), or the row's final value when it has no curve points."""
+    ok = [r for r in rows if isinstance(r, dict) and str(r.get("status") or "").strip() == "ok"]
+    budget = _curve_budget(str(r.get("budget") or "").strip() for r in ok)
+    curves = curves_mod.by_cell(p for p in points if str(p.get("budget") or "").strip() == budget and p.get("cell"))
+    by_v: dict[int, list[_Best]] = defaultdict(list)
+    for r in ok:
+        v = _int(r.get("V"))
+        if v is None or str(r.get("budget") or "").strip() != budget:
+            continue
+        cell = str(r.get("cell") or "")
+        pts = curves.get(cell, []) if cell else []
+        ys = [y for y in (_num(p.get(metric)) for p in pts) if y is not None]
+        best = min(ys) if ys else _num(r.get(metric))
+        if best is None:
+            continue
+        ends = [x for x in (_num(p.get("train_s")) for p in pts) if x is not None]
+        by_v[v].append(_Best(series_of(r), cell, max(ends) if ends else _num(r.get("train_s")), best))
+    return budget, dict(by_v)
+
+
+def best_vs_v_figure(rows: Sequence[dict], points: Sequence[dict], cells: Sequence[_Cell], colors: dict):
+    """best_vs_V.png, language models only: the best held-out bits per byte each cell reached within its budget
+    against V, one line per series (the median over a series' cells at one V). Bits per byte do not depend on the
+    tokenizer, so the lines answer "does a larger vocabulary pay, and with which loss?". A skip-gram sweep gets
+    none: its per-class CE measures a different prediction problem at each V (more, rarer words), and its plain CE
+    against V (ce_vs_V.png) was dropped for the learning curves and the time to target. In the ``seconds`` budget
+    a V's cells given another training time than most losses there (see :func:`_budget_groups`) are left out and
+    counted in a note; the title gives the seconds per cell."""
+    if _ce_metric(cells) != "bpb":
+        return None
+    budget, by_v = _best_values(rows, points, "bpb")
+    if not by_v:
+        return None
+    values: dict[Series, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    seconds: dict[int, float] = {}
+    left_out = 0
+    for v, bests in by_v.items():
+        main = bests
+        if budget == "seconds" and all(b.end_s is not None and b.end_s > 0 for b in bests):
+            lines = [(b.series, b.cell, [(b.end_s, b.best)]) for b in bests]
+            main_lines, longer, shorter = _budget_groups(lines)
+            keep = {id(ln) for ln in main_lines}
+            main = [b for b, ln in zip(bests, lines) if id(ln) in keep]
+            left_out += len(longer) + shorter
+            seconds[v] = statistics.median(b.end_s for b in main)
+        for b in main:
+            values[b.series][v].append(b.best)
+    fig, (ax,) = _new_figure(6.4, 4.2)
+    ys_all = []
+    for s in sorted(values, key=Series.sort_key):
+        xs, ys = zip(*sorted((v, statistics.median(bs)) for v, bs in values[s].items()))
+        ax.plot(xs, ys, label=s.label, markersize=5, linewidth=1.3, **_style(s, colors))
+        ys_all.extend(ys)
+    _v_axis(ax, list(by_v))
+    _auto_log(ax, "y", ys_all)
+    ax.set_ylabel(_CE_LABEL["bpb"] + "\nbest evaluation within the budget", fontsize=9)
+    title = "Best held-out bits per byte in the budget, by vocabulary size (lower is better)"
+    if budget == "seconds" and seconds:
+        per_v = sorted(seconds.items())
+        if max(seconds.values()) <= min(seconds.values()) * 1.15:
+            title += f"\n(same training time: {statistics.median(seconds.values()):.3g} s per cell)"
+        else:
+            title += "\n(training seconds per cell: " + ", ".join(f"{_fmt_count(v)} {t:.3g} s" for v, t in per_v) + ")"
+    elif budget:
+        title += f"\n({_budget_title(budget, lm=True)})"
+    ax.set_title(title, fontsize=10)
+    if left_out:
+        ax.text(0.98, 0.03, f"{left_out} cells with another training budget not drawn", transform=ax.transAxes,
+                fontsize=7, ha="right", va="bottom", color="0.3")
     ax.grid(True, which="minor", axis="y", alpha=0.1)
     _finish(ax)
     _legend_right(fig, [ax], _labels(colors))
@@ -664,7 +778,7 @@ def bias_figure(cells: Sequence[_Cell]):
                        label="full softmax")
             all_ys.append(statistics.median(full))
         if budget:
-            ax.set_title(f"budget: {_budget_title(budget)}", fontsize=10)
+            ax.set_title(f"budget: {_budget_title(budget, metric == 'bpb')}", fontsize=10)
         ax.set_xlabel("S (classes sampled per step)")
     ss = sorted(all_s)
     for ax in axes:
@@ -676,7 +790,8 @@ def bias_figure(cells: Sequence[_Cell]):
     axes[0].set_ylabel(_CE_LABEL[metric] + "\nat the end of training")
     for ax in axes:
         _finish(ax)
-    fig.suptitle(f"Sampled softmax: CE reached against S at {_v_title(v)} (lower is better)", fontsize=11)
+    fig.suptitle(f"Sampled softmax: {_CE_NAME[metric]} reached against S at {_v_title(v)} (lower is better)",
+                 fontsize=11)
     _legend_right(fig, axes, [m.label.replace("sampled ", "", 1) for m in sorted(colors, key=Series.sort_key)])
     return fig
 
@@ -692,6 +807,7 @@ def build_figures(rows: Sequence[dict], points: Sequence[dict] = ()) -> dict[str
     figures = {
         "curves.png": curves_figure(points, colors) if points else None,
         "time_to_target.png": time_to_target_figure(cells, colors),
+        "best_vs_V.png": best_vs_v_figure(rows, points, cells, colors),
         "step_time_vs_V.png": _line_figure(cells, "step_ms", "median training step time (ms)",
                                            "Training step time", colors, log_y_span=3.0),
         "peak_mem_vs_V.png": _line_figure(cells, "peak_mem_mb", "peak memory of the cell's process (MB)",
