@@ -125,6 +125,15 @@ def test_a_tiny_lm_sweep_runs_end_to_end_and_its_curves_read_back(tmp_path):
     for r in rows:  # time to target in bits per byte
         assert r["target"] not in ("", None)
     assert (tmp_path / "sweep" / "curves.png").is_file()
+    with open(tmp_path / "sweep" / "references.csv", newline="") as f:
+        refs = {(r["reference"], r["V"]): float(r["bpb"]) for r in csv.DictReader(f)}
+    assert {name for name, _ in refs} == {"unigram", "kneser_ney_3", "gzip", "bz2", "xz", "gzip_alone", "bz2_alone",
+                                          "xz_alone"}
+    for v in ("300", "400"):
+        # every cell starts at the unigram model (the output bias holds its log-frequencies): its step-0 point
+        starts = [float(p["bpb"]) for p in points if p["step"] == "0" and p["V"] == v and p["loss"] == "sampled"]
+        assert starts and all(abs(b - refs[("unigram", v)]) < 0.05 for b in starts), (starts, refs)
+        assert refs[("kneser_ney_3", v)] < refs[("unigram", v)]  # the trigram model knows the text's repetitions
     # the tokenizer ran once per V (cached for the second loss)
     caches = list((tmp_path / "sweep" / "runs" / ".cache").glob("*"))
     assert caches

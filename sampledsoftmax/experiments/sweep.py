@@ -555,6 +555,8 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
             if status.startswith("failed: interrupted") or stop["stop"]:
                 stop_signal = stop["signal"] or signum or signal.SIGINT  # a re-run resumes with this cell
                 break
+    if stop_signal is None and any(c.task == "lm" for c in sweep.cells):
+        lm_references(sweep, say)
     with _results_lock(out_dir):
         result = _ordered(sweep, {r.get("cell"): r for r in _read_results(out_dir / "results.csv")})
         points = curves.collect(result)  # every evaluation of every ok cell, from the cells' own TensorBoard runs
@@ -571,6 +573,76 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
         say(f"sweep {sweep.name}: stopped on {stop_signal_name(stop_signal)}; run it again to continue (the "
             "interrupted cell resumes from its checkpoint)")
     return SweepResult(result, stop_signal)
+
+
+# ------------------------------------------------------------------------------------------------ LM references
+
+REFERENCE_COLUMNS = ["reference", "V", "bpb", "ppl", "seconds", "data"]
+
+
+def lm_references(sweep: Sweep, say=lambda text: None) -> list[dict]:
+    """An LM sweep on real text: the numbers that give its bits per byte a scale, on the very held-out text of its
+    cells: per tokenization (each V), the unigram model every cell starts from and an interpolated Kneser–Ney
+    trigram model of the training tokens; per corpus, gzip, bz2 and xz given the training text as context
+    (lm/references.py). Written to <out_dir>/references.csv and references.md; settings already there are kept."""
+    from ..lm.references import compressor_bpb, kneser_ney_bpb, unigram_bpb
+    from ..lm.tokenize import heldout_lines
+    from ..lm.train import build_lm_data
+
+    path = sweep.out_dir / "references.csv"
+    rows = _read_results(path)
+    done = {(r.get("reference"), r.get("data")) for r in rows}
+    settings: dict[str, Any] = {}
+    for c in sweep.cells:
+        cfg = c.config(sweep.out_dir / "runs")
+        d = cfg.data
+        if c.task != "lm" or d.corpus == "synthetic":
+            continue
+        key = f"{d.corpus}|{d.tokenizer}|{d.vocab_size}|{d.lowercase}|{d.min_count}|{d.heldout_fraction}|{cfg.train.seed}"
+        settings.setdefault(key, cfg)
+    corpora = {}
+    for key, cfg in settings.items():
+        if ("kneser_ney_3", key) in done:
+            continue
+        t0 = time.perf_counter()
+        data = build_lm_data(cfg)  # the cells' cached tokenization
+        v = len(data.words)
+        uni = unigram_bpb(data.counts, data.heldout, data.heldout_bytes)
+        rows.append({"reference": "unigram", "V": v, "bpb": uni, "seconds": time.perf_counter() - t0, "data": key})
+        kn = kneser_ney_bpb(data.train, data.heldout, data.heldout_bytes, v, order=3)
+        rows.append({"reference": "kneser_ney_3", "V": v, "bpb": kn["bpb"], "ppl": kn["ppl"],
+                     "seconds": kn["seconds"], "data": key})
+        say(f"sweep {sweep.name}: references at V={v}: unigram {uni:.4f}, Kneser-Ney trigram {kn['bpb']:.4f} bits/byte")
+        corpora.setdefault((cfg.data.corpus, cfg.data.heldout_fraction, cfg.train.seed), cfg)
+    for (corpus, fraction, seed), cfg in corpora.items():
+        key = f"{corpus}|{fraction}|{seed}"
+        if ("xz", key) in done:
+            continue
+        t0 = time.perf_counter()
+        train_lines, held = heldout_lines(corpus, fraction, seed)
+        for name, bpb in compressor_bpb(train_lines, held).items():
+            rows.append({"reference": name, "V": "", "bpb": bpb, "seconds": time.perf_counter() - t0, "data": key})
+        say(f"sweep {sweep.name}: compressors on the held-out text done in {time.perf_counter() - t0:.0f} s")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=REFERENCE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _fmt_cell(r.get(k)) for k in REFERENCE_COLUMNS})
+    with _results_lock(sweep.out_dir):
+        curves.atomic_write(path, buf.getvalue())
+        lines = ["| reference | V | bits per byte | perplexity |", "|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r.get('reference')} | {r.get('V') or 'any'} | {_fmt_cell(_float(r.get('bpb')))} | "
+                         f"{_fmt_cell(_float(r.get('ppl')))} |")
+        curves.atomic_write(sweep.out_dir / "references.md", "\n".join(lines) + "\n")
+    return rows
+
+
+def _float(value: Any) -> Optional[float]:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class SweepResult(list):
