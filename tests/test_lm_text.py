@@ -7,6 +7,8 @@ import csv
 import math
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ from sampledsoftmax.lm.tokenize import heldout_lines  # noqa: E402
 from sampledsoftmax.lm.train import LMTask, build_lm_data  # noqa: E402
 from sampledsoftmax.training.distributed import init_from_env  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
 WORDS = ("the of and a to in is was for on that with as by at from his it an were are which this be "
          "river mountain city music game player language system theory station school war king church").split()
 
@@ -134,6 +137,11 @@ def test_a_tiny_lm_sweep_runs_end_to_end_and_its_curves_read_back(tmp_path):
         starts = [float(p["bpb"]) for p in points if p["step"] == "0" and p["V"] == v and p["loss"] == "sampled"]
         assert starts and all(abs(b - refs[("unigram", v)]) < 0.05 for b in starts), (starts, refs)
         assert refs[("kneser_ney_3", v)] < refs[("unigram", v)]  # the trigram model knows the text's repetitions
+    # the README's tables come from this script
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_lm_tables.py"), str(tmp_path / "sweep")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.count("**V = ") == 2 and "kneser_ney_3" in out.stdout and "| full |" in out.stdout
     # the tokenizer ran once per V (cached for the second loss)
     caches = list((tmp_path / "sweep" / "runs" / ".cache").glob("*"))
     assert caches
