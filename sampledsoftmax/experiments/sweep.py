@@ -48,7 +48,6 @@ import signal
 import statistics
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -62,7 +61,7 @@ from ..errors import ConfigError, SampledSoftmaxError, did_you_mean
 from ..training.builders import resolve_num_sampled
 from ..training.config import read_yaml
 from ..training.device import peak_mem_mb, resolve_device
-from ..training.rundir import FileLock, fcntl, holder
+from ..training.rundir import FileLock, holder
 from ..training.signals import stop_signal_name
 from . import curves
 from .child import run_in_child
@@ -466,17 +465,10 @@ def _locks_dir(out_dir: Path) -> Path:
     return d
 
 
-@contextmanager
-def _results_lock(out_dir: Path):
+def _results_lock(out_dir: Path) -> FileLock:
     """Exclusive access to results.csv/md, curves.csv and the plots (blocking; held for milliseconds, or for the
     tables and plots at a worker's end)."""
-    fd = os.open(_locks_dir(out_dir) / "results.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
+    return FileLock.try_acquire(_locks_dir(out_dir) / "results.lock", wait=True)
 
 
 def _ordered(sweep: Sweep, by_cell: dict[str, dict]) -> list[dict]:
@@ -600,7 +592,7 @@ def lm_references(sweep: Sweep, say=lambda text: None) -> list[dict]:
             continue
         key = f"{d.corpus}|{d.tokenizer}|{d.vocab_size}|{d.lowercase}|{d.min_count}|{d.heldout_fraction}|{cfg.train.seed}"
         settings.setdefault(key, cfg)
-    corpora = {}
+    corpora = {(cfg.data.corpus, cfg.data.heldout_fraction, cfg.train.seed): cfg for cfg in settings.values()}
     for key, cfg in settings.items():
         if ("kneser_ney_3", key) in done:
             continue
@@ -613,8 +605,7 @@ def lm_references(sweep: Sweep, say=lambda text: None) -> list[dict]:
         rows.append({"reference": "kneser_ney_3", "V": v, "bpb": kn["bpb"], "ppl": kn["ppl"],
                      "seconds": kn["seconds"], "data": key})
         say(f"sweep {sweep.name}: references at V={v}: unigram {uni:.4f}, Kneser-Ney trigram {kn['bpb']:.4f} bits/byte")
-        corpora.setdefault((cfg.data.corpus, cfg.data.heldout_fraction, cfg.train.seed), cfg)
-    for (corpus, fraction, seed), cfg in corpora.items():
+    for corpus, fraction, seed in corpora:
         key = f"{corpus}|{fraction}|{seed}"
         if ("xz", key) in done:
             continue

@@ -46,14 +46,15 @@ class FileLock:
         self.path, self._fd = path, fd
 
     @classmethod
-    def try_acquire(cls, path: Path, *, create_new: bool = False) -> Optional["FileLock"]:
+    def try_acquire(cls, path: Path, *, create_new: bool = False, wait: bool = False) -> Optional["FileLock"]:
         """The lock, or None if another live process holds it. `create_new`: the file must not exist yet
-        (FileExistsError otherwise): the atomic claim of a new run directory."""
+        (FileExistsError otherwise): the atomic claim of a new run directory. `wait`: block until the holder lets
+        go instead of returning None."""
         flags = os.O_RDWR | os.O_CREAT | (os.O_EXCL if create_new else 0)
         fd = os.open(path, flags, 0o644)
         if fcntl is not None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except OSError as exc:
                 if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     os.close(fd)

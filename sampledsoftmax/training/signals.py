@@ -14,8 +14,8 @@ from contextlib import contextmanager
 # The stop signals and the exit status of a run they stop (after its checkpoint; documented in the README):
 # Ctrl-C as a shell reports it (128 + SIGINT); a scheduler's preemption (SIGTERM from SLURM, Kubernetes, torchrun's
 # agent; SIGUSR1 from SLURM's --signal) as sysexits' EX_TEMPFAIL, "try again later": run it again with --resume.
-STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: 75, signal.SIGUSR1: 75}
 EXIT_PREEMPTED = 75
+STOP_SIGNALS = {signal.SIGINT: 130, signal.SIGTERM: EXIT_PREEMPTED, signal.SIGUSR1: EXIT_PREEMPTED}
 
 _STOP = {"stop": False, "signal": None, "sigint": False}  # the process's one stop request
 _depth = 0  # nesting of stop_on_signals(): the outermost one installs and restores the handlers
