@@ -547,6 +547,8 @@ def run_sweep(path: Union[str, Path], overrides: Sequence[str] = (), quiet: bool
             if status.startswith("failed: interrupted") or stop["stop"]:
                 stop_signal = stop["signal"] or signum or signal.SIGINT  # a re-run resumes with this cell
                 break
+        if stop["stop"] and stop_signal is None:  # the signal came between two cells
+            stop_signal = stop["signal"] or signal.SIGINT
     if stop_signal is None and any(c.task == "lm" for c in sweep.cells):
         lm_references(sweep, say)
     with _results_lock(out_dir):
