@@ -25,6 +25,7 @@ from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from torch import Tensor
 
 __all__ = [
@@ -438,6 +439,51 @@ def chunked_softmax_cross_entropy(
         )
 
 
+def _softcapped_rows(h: Tensor, weight: Tensor, bias: Optional[Tensor], t: Tensor, cap: float, eps: float) -> Tensor:
+    """Per-row softmax cross entropy of the capped logits cap · tanh(z / cap), z = h Wᵀ + b, for one block of rows."""
+    cdt = _matmul_dtype(h, weight)
+    z = _block_logits(h, weight, bias, cdt)  # (r, V) fp32
+    y = torch.tanh(z / cap) * cap  # (r, V)
+    return F.cross_entropy(y, t, reduction="none", label_smoothing=eps)
+
+
+def softcapped_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    cap: float,
+    *,
+    row_weight: Optional[Tensor] = None,
+    label_smoothing: float = 0.0,
+    memory_budget_mb: Optional[float] = None,
+) -> Tensor:
+    """Exact softmax cross entropy of soft-capped logits y = cap · tanh(z / cap), z = hidden @ weightᵀ + bias
+    (Gemma 2's `final_logit_softcapping`), without building the (N, V) logits.
+
+    Blocks of rows whose (r, V) logits fit `memory_budget_mb` go through autograd under activation checkpointing:
+    backward recomputes each block's logits (four N×V×d products in all where `chunked_softmax_cross_entropy` needs
+    three), so the peak is one block whatever N. Same arguments and result as `chunked_softmax_cross_entropy`.
+
+    Shape:
+        hidden (N, d), target (N,) -> () with row_weight, else (N,)
+    """
+    n, v = hidden.shape[0], weight.shape[0]
+    rows = max(1, _rows_budget(memory_budget_mb) // (3 * 4 * max(v, 1)))  # z, y and the softmax of one block
+    grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad
+                                        or (bias is not None and bias.requires_grad))
+    parts = []
+    with autocast_off(hidden.device.type):
+        for r0 in range(0, n, rows):
+            args = (hidden[r0:r0 + rows], weight, bias, target[r0:r0 + rows], float(cap), float(label_smoothing))
+            if grad:
+                parts.append(torch.utils.checkpoint.checkpoint(_softcapped_rows, *args, use_reentrant=False))
+            else:
+                parts.append(_softcapped_rows(*args))
+        loss = torch.cat(parts) if parts else hidden.new_zeros(0, dtype=_acc_dtype(_matmul_dtype(hidden, weight)))
+    return loss if row_weight is None else (loss * row_weight.to(loss.dtype)).sum()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Exact one-vs-all (independent sigmoid per class), chunked
 # ---------------------------------------------------------------------------------------------------------------
@@ -805,6 +851,7 @@ def sampled_logits(
     subtract_log_q: bool = True,
     remove_accidental_hits: bool = True,
     sparse: bool = False,
+    softcap: Optional[float] = None,
 ) -> SampledLogits:
     """Corrected logits of the true and the sampled classes (TensorFlow's `_compute_sampled_logits` semantics).
 
@@ -825,12 +872,26 @@ def sampled_logits(
         target: (N, T) int64, padding entries < 0.
         sample: a `CandidateSample` (ids (S,) or (N, S); log_q_true (N, T); log_q_sampled like ids; counts or None).
         sparse: gradients of weight and bias as sparse COO tensors over the rows used.
+        softcap: c > 0 replaces h_i · w + b by c · tanh((h_i · w + b) / c) before the correction (soft-capped logits).
     """
     with autocast_off(hidden.device.type):
-        return _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse)
+        return _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse,
+                               softcap)
 
 
-def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse):
+def _cap(x: Tensor, c: Optional[float]) -> Tensor:
+    return x if c is None else torch.tanh(x / c) * c
+
+
+def _raw_sampled(h: Tensor, w_samp: Tensor, ids: Tensor, n: int, d: int, cdt, acc) -> Tensor:
+    """h_i · w_s of the sampled ids: (N, S), shared ids (S,) by one product, per-example ids (N, S) by a batched one."""
+    if ids.dim() == 2:
+        return torch.bmm(w_samp.view(n, ids.shape[1], d).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
+    return (h @ w_samp.to(cdt).t()).to(acc)  # (N, S)
+
+
+def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse,
+                    softcap=None):
     n, n_true = target.shape
     ids = sample.ids
     per_example = ids.dim() == 2
@@ -845,21 +906,28 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
     w_true = w_all[:n_t].view(n, n_true, d)  # (N, T, d)
     w_samp = w_all[n_t:]  # (S, d) or (N*S, d)
     true = (w_true * h.unsqueeze(1)).sum(-1).to(acc)  # (N, T)
-    # per-column offsets of the sampled block: bias minus log expected count
-    offset = torch.zeros((), dtype=acc, device=hidden.device)
-    if b_all is not None:
-        true = true + b_all[:n_t].to(acc).view(n, n_true)
-        offset = b_all[n_t:].to(acc).view(ids.shape)
-    if subtract_log_q:
-        true = true - sample.log_q_true.to(acc)
-        offset = offset - sample.log_q_sampled.to(acc)
-    if per_example:
-        samp = torch.bmm(w_samp.view(n, ids.shape[1], d).to(cdt), h.unsqueeze(2)).squeeze(2).to(acc)  # (N, S)
-        samp = samp + offset
-    elif cdt == acc:
-        samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
+    if softcap is not None:  # cap the raw logits (bias inside), then correct: no fused product here
+        samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc)  # (N, S)
+        if b_all is not None:
+            true = true + b_all[:n_t].to(acc).view(n, n_true)
+            samp = samp + b_all[n_t:].to(acc).view(ids.shape)
+        true, samp = _cap(true, softcap), _cap(samp, softcap)
+        if subtract_log_q:
+            true = true - sample.log_q_true.to(acc)
+            samp = samp - sample.log_q_sampled.to(acc)
     else:
-        samp = (h @ w_samp.to(cdt).t()).to(acc) + offset  # (N, S)
+        # per-column offsets of the sampled block: bias minus log expected count
+        offset = torch.zeros((), dtype=acc, device=hidden.device)
+        if b_all is not None:
+            true = true + b_all[:n_t].to(acc).view(n, n_true)
+            offset = b_all[n_t:].to(acc).view(ids.shape)
+        if subtract_log_q:
+            true = true - sample.log_q_true.to(acc)
+            offset = offset - sample.log_q_sampled.to(acc)
+        if not per_example and cdt == acc:
+            samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
+        else:
+            samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc) + offset  # (N, S)
 
     if per_example:
         dense = ids < 0  # (N, S)

@@ -39,6 +39,7 @@ from .functional import (
     chunked_softmax_cross_entropy,
     chunked_topk,
     sampled_logits,
+    softcapped_cross_entropy,
 )
 from .samplers import CandidateSample, CandidateSampler, InBatchSampler, LogUniformSampler, build_sampler
 
@@ -84,10 +85,15 @@ class OutputLayerLoss(nn.Module):
         reduction: "mean" | "sum" | "none".  ignore_index: target value to skip (may be any int, e.g. a pad id).
         memory_budget_mb: fp32 block size for the chunked exact computations (exact_nll, predict_topk, full).
         validate: check target ranges (one host sync per call); turn off in a tuned GPU loop.
+        logit_softcap: c > 0 makes the logits c · tanh(z / c) of the raw z = h·w + b (Gemma 2's final-logit
+            soft-capping), in the training loss and in `exact_nll`; supported by the exact softmax and the sampled
+            losses (where the capped logits get the log-Q correction), refused by the others.
     """
 
     is_sampled = False
     multi_label = False  # accepts (..., T) targets
+    supports_softcap = False
+    logit_softcap: Optional[float] = None
 
     def __init__(
         self,
@@ -100,6 +106,7 @@ class OutputLayerLoss(nn.Module):
         ignore_index: int = -100,
         memory_budget_mb: Optional[float] = None,
         validate: bool = True,
+        logit_softcap: Optional[float] = None,
     ):
         super().__init__()
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -111,6 +118,12 @@ class OutputLayerLoss(nn.Module):
         self.num_classes, self.dim = num_classes, dim
         self.reduction, self.ignore_index = reduction, int(ignore_index)
         self.memory_budget_mb, self.validate = memory_budget_mb, validate
+        if logit_softcap is not None and not (isinstance(logit_softcap, (int, float)) and logit_softcap > 0):
+            raise InputError(f"logit_softcap must be a positive number or None, got {logit_softcap!r}")
+        if logit_softcap is not None and not self.supports_softcap:
+            raise InputError(f"{type(self).__name__} does not support logit_softcap; the exact softmax and the "
+                             f"sampled losses do")
+        self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
         if weight is None:
             weight = nn.Parameter(torch.empty(num_classes, dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim)))
         elif tuple(weight.shape) != (num_classes, dim):
@@ -206,11 +219,17 @@ class OutputLayerLoss(nn.Module):
     def _loss(self, h: Tensor, t: Tensor, row_weight: Optional[Tensor], sample) -> Tensor:
         raise NotImplementedError
 
+    def _no_softcap(self, what: str) -> None:
+        if self.logit_softcap is not None:
+            raise InputError(f"{what} does not support logit_softcap; use exact_nll")
+
     @fp32_under_autocast
     def logits(self, hidden: Tensor) -> Tensor:
-        """Full logits `hidden @ weight.T + bias` (differentiable). Shape: (..., d) -> (..., V). Small batches only."""
+        """Full logits `hidden @ weight.T + bias` (soft-capped with logit_softcap; differentiable).
+        Shape: (..., d) -> (..., V). Small batches only."""
         z = hidden @ self.weight.t()
-        return z + self.bias if self.bias is not None else z
+        z = z + self.bias if self.bias is not None else z
+        return z if self.logit_softcap is None else self.logit_softcap * torch.tanh(z / self.logit_softcap)
 
     @fp32_under_autocast
     @torch.no_grad()
@@ -228,9 +247,13 @@ class OutputLayerLoss(nn.Module):
         n, n_true = t.shape
         hh = h.unsqueeze(1).expand(n, n_true, self.dim).reshape(-1, self.dim) if n_true > 1 else h
         tt = t.reshape(-1)
-        nll = chunked_softmax_cross_entropy(
-            hh, self.weight, self.bias, tt.clamp_min(0), memory_budget_mb=self.memory_budget_mb
-        )
+        if self.logit_softcap is not None:
+            nll = softcapped_cross_entropy(hh, self.weight, self.bias, tt.clamp_min(0), self.logit_softcap,
+                                           memory_budget_mb=self.memory_budget_mb)
+        else:
+            nll = chunked_softmax_cross_entropy(
+                hh, self.weight, self.bias, tt.clamp_min(0), memory_budget_mb=self.memory_budget_mb
+            )
         return (nll * (tt >= 0)).reshape(out_shape)
 
     @fp32_under_autocast
@@ -247,6 +270,7 @@ class OutputLayerLoss(nn.Module):
             hidden (..., d), target (...) -> nll fp32 (fp64 for fp64 inputs), greater and ties int64, all of
             target's shape
         """
+        self._no_softcap("exact_nll_and_rank")
         h, t, _ = self._flatten(hidden, target, allow_multi=False)
         tt = t.reshape(-1)
         nll, greater, ties = chunked_nll_and_rank(h, self.weight, self.bias, tt.clamp_min(0),
@@ -262,6 +286,7 @@ class OutputLayerLoss(nn.Module):
         Shape:
             hidden (..., d) -> ids (..., k) int64, probs (..., k) fp32 (fp64 for fp64 inputs)
         """
+        self._no_softcap("predict_topk")
         if not 1 <= k <= self.num_classes:
             raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
         if hidden.shape[-1] != self.dim:
@@ -294,7 +319,13 @@ class FullSoftmaxLoss(OutputLayerLoss):
             raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
 
+    supports_softcap = True
+
     def _loss(self, h, t, row_weight, sample):
+        if self.logit_softcap is not None:
+            return softcapped_cross_entropy(h, self.weight, self.bias, t[:, 0].clamp_min(0), self.logit_softcap,
+                                            row_weight=row_weight, label_smoothing=self.label_smoothing,
+                                            memory_budget_mb=self.memory_budget_mb)
         return chunked_softmax_cross_entropy(
             h, self.weight, self.bias, t[:, 0].clamp_min(0), row_weight=row_weight,
             label_smoothing=self.label_smoothing, memory_budget_mb=self.memory_budget_mb,
@@ -350,6 +381,7 @@ class SampledLossBase(OutputLayerLoss):
 
     is_sampled = True
     multi_label = True
+    supports_softcap = True
     subtract_log_q = True
     remove_accidental_hits = True
 
@@ -417,6 +449,7 @@ class SampledLossBase(OutputLayerLoss):
         return sampled_logits(
             h, self.weight, self.bias, t, sample,
             subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,
+            softcap=self.logit_softcap,
         )
 
     def _loss(self, h, t, row_weight, sample):
@@ -653,6 +686,7 @@ class AdaptiveSoftmaxLoss(OutputLayerLoss):
     @fp32_under_autocast
     @torch.no_grad()
     def predict_topk(self, hidden: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        self._no_softcap("predict_topk")
         if not 1 <= k <= self.num_classes:
             raise InputError(f"k must be in [1, {self.num_classes}], got {k}")
         if hidden.shape[-1] != self.dim:
