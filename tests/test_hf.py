@@ -395,3 +395,40 @@ def test_unsupported_models_and_options_are_refused_clearly():
         patch(nonlinear, "full")
     with pytest.raises(InputError, match="not patched"):
         use_exact(_model("llama-untied"))
+
+
+def test_example_trains_a_tiny_llama_with_trainer_and_reports_exact_bits_per_byte(tmp_path):
+    import random
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    rng = random.Random(0)
+    words = "the of and a to in is that it was for on are as with his they at be this from have or by".split()
+    text = "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 20))) for _ in range(3000))
+    (tmp_path / "c.txt").write_text(text)
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / "examples/hf_causal_lm.py"), "--corpus", str(tmp_path / "c.txt"),
+           "--vocab-size", "300", "--steps", "20", "--batch", "8", "--seq", "32", "--dim", "32",
+           "--num-sampled", "64", "--heldout-fraction", "0.02", "--out", str(tmp_path / "run")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    last = out.stdout.strip().splitlines()[-1]
+    assert "bits per byte" in last and "unigram" in last
+    bad = subprocess.run(cmd[:2] + ["--corpus", str(tmp_path / "missing.txt")], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "make_corpus" in bad.stderr
+
+
+def test_bench_hf_runs_every_cpu_row_and_prints_the_table(tmp_path):
+    from sampledsoftmax.experiments.bench_hf import main
+
+    js = tmp_path / "hf.json"
+    rc = main(["--sizes", "300", "--rows", "hf,exact,sampled", "--dim", "16", "--seq", "16", "--batch", "2",
+               "--num-sampled", "32", "--repeats", "1", "--device", "cpu", "--json", str(js)])
+    assert rc == 0
+    import json
+
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["row"] for r in rows] == ["hf", "exact", "sampled"]
+    assert all(r["median_ms"] > 0 and r["peak_extra_mb"] >= 0 and math.isfinite(r["last_loss"]) for r in rows)
+    assert main(["--rows", "hf,bogus"]) == 2
