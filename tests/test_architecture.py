@@ -18,6 +18,7 @@ LAYERS = {
     "data": 1,
     "training": 2,
     "embeddings": 3, "lm": 3,  # tasks (never each other)
+    "hf": 3,  # Hugging Face integration: core + transformers
     "experiments": 4,
     "cli": 5, "__main__": 5,
 }
