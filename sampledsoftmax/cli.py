@@ -373,7 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = int(args.func(args) or 0)
         else:
             code = int(args.func(args) or 0)
-        ok = code == 0
+        ok = True  # returned, not raised: every rank got here (a stop signal is agreed on by all ranks first)
         return code
     except SampledSoftmaxError as e:
         message = " ".join(str(e).split("\n")) or type(e).__name__

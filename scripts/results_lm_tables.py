@@ -3,6 +3,7 @@
 references.csv.
 
     .venv/bin/python scripts/results_lm_tables.py sweeps/lm_text            # or docs/results_lm_text
+    .venv/bin/python scripts/results_lm_tables.py --converged docs/results_lm_converged
 
 One markdown table per class count V: each cell's loss, the steps it trained in its budget, tokens per second and the
 median step time, the peak memory of its process, its exact held-out bits per byte at the end and the best it reached
@@ -10,6 +11,11 @@ median step time, the peak memory of its process, its exact held-out bits per by
 0.02 bits per byte of the best any cell reached at that V ("-" if never) and the seconds its exact evaluations cost
 (not training time). Then the references on the same held-out text: the unigram model every cell starts from and a
 Kneser–Ney trigram model per V, gzip/bz2/xz given the training text as context.
+
+--converged (a step-budget sweep such as configs/sweep_lm_converged.yaml): one table per V of where each loss ends:
+steps, training seconds, bits per byte at the end and the best, the gap to the exact softmax's end (bits per byte),
+the perplexity at the end, and the change of bits per byte over the last curve interval (its steps in brackets):
+near 0, the loss has stopped improving at this budget.
 """
 
 from __future__ import annotations
@@ -45,7 +51,37 @@ def _read(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def converged(root: Path) -> int:
+    rows = [r for r in _read(root / "results.csv") if r.get("task") == "lm"]
+    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for p in _read(root / "curves.csv"):
+        try:
+            curves[p["cell"]].append((int(p["step"]), float(p["bpb"])))
+        except (KeyError, TypeError, ValueError):
+            continue
+    by_v: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_v[r["V"]].append(r)
+    for v, cells in sorted(by_v.items(), key=lambda kv: int(kv[0] or 0)):
+        exact = [float(r["bpb"]) for r in cells if r["loss"] == "full" and not r.get("finish_with_full") and r.get("bpb")]
+        print(f"**V = {int(v):,}**\n")
+        print("| loss | steps | train s | bits/byte at end | best bits/byte | vs exact at end | ppl at end "
+              "| last interval: change (steps) | status |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in sorted(cells, key=lambda r: float(r.get("bpb") or "inf")):
+            pts = sorted(curves.get(r["cell"], []))
+            best = min((b for _, b in pts), default=None)
+            last = f"{pts[-1][1] - pts[-2][1]:+.3f} ({pts[-2][0]}-{pts[-1][0]})" if len(pts) >= 2 else "-"
+            gap = f"{float(r['bpb']) - exact[0]:+.3f}" if exact and r.get("bpb") else "-"
+            print(f"| {_label(r)} | {r.get('steps') or '-'} | {_f(r.get('train_s'), ',.0f')} | {_f(r.get('bpb'), '.3f')} | "
+                  f"{_f(best, '.3f')} | {gap} | {_f(r.get('ppl'), ',.0f')} | {last} | {r.get('status')} |")
+        print()
+    return 0
+
+
 def main(argv: list[str]) -> int:
+    if len(argv) == 2 and argv[0] == "--converged":
+        return converged(Path(argv[1]))
     if len(argv) != 1:
         print(__doc__.strip().splitlines()[3].strip(), file=sys.stderr)
         return 2

@@ -142,6 +142,11 @@ def test_a_tiny_lm_sweep_runs_end_to_end_and_its_curves_read_back(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("**V = ") == 2 and "kneser_ney_3" in out.stdout and "| full |" in out.stdout
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_lm_tables.py"), "--converged",
+                          str(tmp_path / "sweep")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    full_row = [line for line in out.stdout.splitlines() if line.startswith("| full |")]
+    assert out.stdout.count("**V = ") == 2 and len(full_row) == 2 and all("| +0.000 |" in r for r in full_row)
     # the tokenizer ran once per V (cached for the second loss)
     caches = list((tmp_path / "sweep" / "runs" / ".cache").glob("*"))
     assert caches

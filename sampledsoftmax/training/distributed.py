@@ -229,11 +229,19 @@ def init_from_env(device_name: str) -> tuple[Dist, torch.device]:
     return Dist(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
-def shutdown(synchronize: bool = False) -> None:
-    """Leave the job. `synchronize` (a command that ended well on every rank): meet the other ranks first, so no rank
-    tears down its connections while a peer's last messages are still in flight (gloo then aborts that peer with
-    "terminate called without an active exception"). Never after an error: the other ranks may not get there."""
+def shutdown(synchronize: bool = False, timeout_s: float = 120.0) -> None:
+    """Leave the job. `synchronize` (a command that returned on every rank: done, or stopped by an agreed signal):
+    meet the other ranks first, so no rank tears down its connections while a peer is still writing a checkpoint or
+    has its last messages in flight (gloo then aborts that peer with "terminate called without an active
+    exception"). The meeting gives up after `timeout_s` (gloo's monitored barrier) rather than hang. Never after an
+    error: the other ranks may not get there."""
     if dist.is_available() and dist.is_initialized():
         if synchronize:
-            dist.barrier()
+            try:
+                if dist.get_backend() == "gloo":
+                    dist.monitored_barrier(timeout=timedelta(seconds=timeout_s))
+                else:
+                    dist.barrier()
+            except RuntimeError:  # a rank that never came: leave anyway
+                pass
         dist.destroy_process_group()
