@@ -34,7 +34,9 @@ sorted by decreasing frequency (true of this package's own BPE, not of most HF t
 the last `fraction` of the training steps (sampled, then exact); `use_exact(model, True)` does it by hand.
 
 Not supported: `copy.deepcopy` of a patched model (`unpatch` first), a head adapted by PEFT (LoRA on the decoder is
-fine), Trainer's `label_smoothing_factor` (it needs logits; pass `label_smoothing=` to `patch` for the exact loss).
+fine), Trainer's `label_smoothing_factor` (it needs logits; pass `label_smoothing=` to `patch` for the exact loss),
+FSDP / DeepSpeed ZeRO-3 sharding of the head (the loss reads the head's weight outside the head's own forward; DDP
+and single-device training are fine).
 """
 
 from __future__ import annotations

@@ -245,6 +245,15 @@ def test_trainer_gradient_accumulation_equals_one_large_batch(tmp_path):
     assert math.isclose(loss_a, ref_loss, rel_tol=1e-5) and math.isclose(loss_b, ref_loss, rel_tol=1e-5)
 
 
+def test_trainer_evaluate_reports_the_exact_loss_of_a_sampled_patch(tmp_path):
+    model = _model("llama-untied")
+    rows = [dict(input_ids=r, labels=r) for r in _lm_data(12)]
+    ref = _trainer(model, rows, tmp_path, 4, 1).evaluate(rows)["eval_loss"]
+    patch(model, "sampled", num_sampled=16)
+    got = _trainer(model, rows, tmp_path, 4, 1).evaluate(rows)["eval_loss"]
+    assert math.isclose(got, ref, rel_tol=1e-5)
+
+
 def test_finish_with_exact_switches_for_the_last_fraction(tmp_path):
     model = patch(_model("llama-untied"), "sampled", num_sampled=16)
     seen = []
