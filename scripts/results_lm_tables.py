@@ -7,8 +7,8 @@ references.csv.
 
 One markdown table per class count V: each cell's loss, the steps it trained in its budget, tokens per second and the
 median step time, the peak memory of its process, its exact held-out bits per byte at the end and the best it reached
-(the minimum over its evaluations), the per-token perplexity at the end, the training seconds it took to come within
-0.02 bits per byte of the best any cell reached at that V ("-" if never) and the seconds its exact evaluations cost
+(the minimum over its evaluations), the per-token perplexity at the end, the training seconds it took to get
+halfway from the start to the best any cell reached at that V ("-" if never) and the seconds its exact evaluations cost
 (not training time). Then the references on the same held-out text: the unigram model every cell starts from and a
 Kneser–Ney trigram model per V, gzip/bz2/xz given the training text as context.
 

@@ -5,8 +5,8 @@
 
 One markdown table per class count V (the real V of the cells): each cell's loss, the steps it trained in its
 budget, the median step time, the peak memory of its process, the final exact CE (and excess over the Bayes optimum
-on the planted corpus), the training seconds it took to come within 0.1 nats of the best CE any cell reached at that
-V (time_to_target; "-" if never), its optimizer and starting rate (results without that column: "-") and the
+on the planted corpus), the training seconds it took to get halfway from the cells' start to the best CE any cell reached at
+that V (time_to_target; "-" if never), its optimizer and starting rate (results without that column: "-") and the
 seconds its exact evaluations cost (not counted as training); on real text also WordSim-353 (Spearman) and the
 Google analogy accuracy at the end. The bias group (several S of one sampler at one V) is printed as its own table:
 CE reached in the budget against S.

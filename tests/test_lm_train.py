@@ -1,7 +1,6 @@
 """The language-model trainer and the README's code: every shipped LM config builds, training lowers the exact
 held-out perplexity, interruption + resume reproduces the run (the README's code runs in tests/test_docs.py)."""
 
-import re
 from pathlib import Path
 
 import numpy as np

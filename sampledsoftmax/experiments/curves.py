@@ -6,10 +6,12 @@ A cell's curve is read back from its own TensorBoard run (the trainer logs ``eva
 them log-uniformly over the run), so ``curves.csv`` can always be rebuilt from the runs, also after a resumed sweep.
 
 Time to target (the chart that answers "at my class count, which loss gets me there first"): for each class count
-V, the target is the best CE any cell reached at that V plus ``margin`` (0.1 nats); a cell's time to target is the
-training seconds of its first evaluation at or below the target (None if it never gets there). On the planted corpus
-the CE is the excess over the Bayes optimum, on real text the exact CE itself; the target is the same offset either
-way.
+V, the target is halfway (``FRACTION``) from where the cells start (the median of their evaluations before the first
+step) to the best value any cell reached at that V; a cell's time to target is the training seconds of its first
+evaluation at or below the target (None if it never gets there). Halfway, so that several losses reach it at every
+V (a target at the best + a margin is reached by the best cell alone where it leads by more than the margin, and
+then the chart says only which cell ended lowest). On the planted corpus the value is the excess CE over the Bayes
+optimum, on real text the exact CE itself, for language models bits per byte.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from typing import Any, Iterable, Optional
 ID_COLUMNS = ["cell", "loss", "sampler", "S", "subtract_log_q", "finish_with_full", "optimizer", "V", "budget"]
 POINT_COLUMNS = ["step", "train_s", "eval_s", "full_ce", "excess_ce", "top10", "bpb"]
 CURVE_COLUMNS = ID_COLUMNS + POINT_COLUMNS
-MARGIN = 0.1  # nats above the best CE at a V: the time-to-target threshold
-MARGINS = {"bpb": 0.02}  # language models: bits per byte above the best (0.1 nats of CE is ~0.03 bpb at 3 bytes a token)
+FRACTION = 0.5  # the time-to-target threshold: this fraction of the way from the cells' start to the best at a V
 
 _TAGS = {"full_ce": "eval/full_ce", "excess_ce": "eval/excess_ce", "top10": "eval/top10",
          "train_s": "eval/train_seconds", "eval_s": "eval/eval_seconds", "bpb": "eval/bpb"}
@@ -126,17 +127,30 @@ def by_cell(points: Iterable[dict]) -> dict[str, list[dict]]:
     return dict(cells)
 
 
-def targets(points: Iterable[dict], margin: Optional[float] = None) -> dict[str, float]:
-    """V -> target CE: the best CE any cell reached at that V, plus `margin` (default: the metric's, MARGINS)."""
+def targets(points: Iterable[dict], fraction: float = FRACTION) -> dict[str, float]:
+    """V -> target value: `fraction` of the way from the start (the median of the cells' step-0 evaluations, or of
+    their first evaluations where none is at step 0) to the best value any cell reached at that V."""
     points = list(points)
     metric = ce_metric(points)
-    margin = MARGINS.get(metric, MARGIN) if margin is None else margin
     best: dict[str, float] = {}
-    for p in points:
-        v, ce = str(p.get("V")), _num(p.get(metric))
-        if ce is not None and (v not in best or ce < best[v]):
-            best[v] = ce
-    return {v: ce + margin for v, ce in best.items()}
+    start: dict[str, list[float]] = defaultdict(list)
+    first: dict[str, list[float]] = defaultdict(list)
+    for cell, pts in by_cell(points).items():
+        vals = [(p, _num(p.get(metric))) for p in pts]
+        vals = [(p, ce) for p, ce in vals if ce is not None]
+        if not vals:
+            continue
+        v = str(vals[0][0].get("V"))
+        first[v].append(vals[0][1])
+        start[v].extend(ce for p, ce in vals if int(float(p.get("step") or 0)) == 0)
+        low = min(ce for _, ce in vals)
+        best[v] = min(best.get(v, low), low)
+    out = {}
+    for v, b in best.items():
+        s0 = sorted(start[v] or first[v])
+        mid = s0[len(s0) // 2] if len(s0) % 2 else (s0[len(s0) // 2 - 1] + s0[len(s0) // 2]) / 2
+        out[v] = mid - fraction * max(mid - b, 0.0)
+    return out
 
 
 def time_to_target(curve: list[dict], target: float, metric: str) -> Optional[float]:
@@ -148,10 +162,10 @@ def time_to_target(curve: list[dict], target: float, metric: str) -> Optional[fl
     return None
 
 
-def add_time_to_target(rows: list[dict], points: list[dict], margin: Optional[float] = None) -> None:
-    """Set each row's "time_to_target" (seconds, or None) and "target" (the CE threshold at its V)."""
+def add_time_to_target(rows: list[dict], points: list[dict], fraction: float = FRACTION) -> None:
+    """Set each row's "time_to_target" (seconds, or None) and "target" (the threshold at its V, `targets`)."""
     metric = ce_metric(points)
-    goal = targets(points, margin)
+    goal = targets(points, fraction)
     curves = by_cell(points)
     for r in rows:
         t = goal.get(str(r.get("V")))

@@ -14,10 +14,11 @@ to show is not written):
   each evaluation (the one before the first step, at 0 s, has no place on the log axis); the dotted grey line is
   the time-to-target threshold at V. Only the ``seconds``-budget cells when the sweep has them (see
   :func:`_curve_budget`).
-- ``time_to_target.png``: training seconds until a cell's CE first reaches the target (best CE at its V + 0.1 nats,
-  :data:`.curves.MARGIN`; a language model: best bits per byte + 0.02, :data:`.curves.MARGINS`) against V, log-log,
-  one line per method; a cell that never reaches it is a hollow marker in the "not reached" band at the top edge,
-  one that is there before its first step (0 s) a marker in the "0 s" band at the bottom.
+- ``time_to_target.png``: training seconds until a cell's CE first reaches the target (halfway from the cells' start
+  to the best value at its V, :func:`.curves.targets`) against V, log-log, one line per method, the cells of each
+  V's main budget (and longer ones) only, as in curves.png (a shorter study such as the bias group has its own
+  plot); a cell that never reaches it is a hollow marker in the "not reached" band at the top edge, one that is
+  there before its first step (0 s) a marker in the "0 s" band at the bottom.
 - ``best_vs_V.png`` (language models only): the best held-out bits per byte each cell reached within its budget
   (the lowest of its evaluations; the row's final ``bpb`` without curve points) against V, log x, one line per
   method: does a larger vocabulary pay, and with which loss? (see :func:`best_vs_v_figure` for why skip-gram
@@ -32,7 +33,7 @@ Language-model sweeps (``task: lm``): a row's V is the number of classes of the 
 vocabulary size), its ``bpb`` the exact held-out bits per byte and its curve points carry ``bpb`` at every
 evaluation. Bits per byte, unlike the per-token CE (``full_ce``) or perplexity, do not depend on the tokenizer, so
 they are the metric every plot uses where the rows or points have them (:func:`_ce_metric`,
-:func:`.curves.ce_metric`): labelled "held-out bits per byte (exact)", targets and margins in bits/byte, a step
+:func:`.curves.ce_metric`): labelled "held-out bits per byte (exact)", targets in bits/byte, a step
 budget called "training steps" rather than pairs. Step time and memory read the same ``step_ms`` and
 ``peak_mem_mb`` columns as skip-gram rows (throughput, ``tokens_per_sec`` vs ``pairs_per_sec``, is not plotted).
 
@@ -225,9 +226,10 @@ _CE_LABEL = {"excess_ce": "held-out excess CE over the Bayes optimum (nats)",
 _CE_NAME = {"excess_ce": "CE", "full_ce": "CE", "bpb": "bits per byte"}
 
 
-def _margin(metric: Optional[str]) -> tuple[float, str]:
-    """The time-to-target margin of `metric` and its unit: (0.02, "bits/byte") for bpb, (0.1, "nats") for CE."""
-    return curves_mod.MARGINS.get(metric, curves_mod.MARGIN), "bits/byte" if metric == "bpb" else "nats"
+def _target_text(metric: Optional[str]) -> str:
+    """How the time-to-target threshold is defined, for labels and titles."""
+    what = {"excess_ce": "excess CE", "bpb": "bits per byte"}.get(metric, "CE")
+    return f"{curves_mod.FRACTION:.0%} of the way from the start to the best {what} at V"
 
 
 def _curve_budget(budgets: Iterable[str]) -> Optional[str]:
@@ -496,7 +498,7 @@ def curves_figure(points: Sequence[dict], colors: dict):
     if not by_v:
         return None
     goal = curves_mod.targets(points)  # over every budget, as the rows' time_to_target (curves.add_time_to_target)
-    margin, unit = _margin(metric)
+    unit = "bits/byte" if metric == "bpb" else "nats"
     vs = sorted(by_v, key=lambda v: (v is None, v or 0))
     nrows, ncols = _grid(len(vs))
     fig, axes = _new_figure(3.9 * ncols + 2.6, 3.3 * nrows + 0.5, nrows, ncols, sharex=True)
@@ -523,7 +525,7 @@ def curves_figure(points: Sequence[dict], colors: dict):
         t = goal.get(str(v)) if v is not None else None
         if t is not None:
             ax.axhline(t, color="0.45", linewidth=1, linestyle=":", zorder=1,
-                       label=f"target: best {_CE_NAME[metric]} at V + {margin:g} {unit}")
+                       label=f"target: {_target_text(metric)}")
             ys.append(t)
         ax.set_title(_v_title(v), fontsize=10)
         _auto_log(ax, "y", ys)
@@ -561,9 +563,8 @@ def curves_figure(points: Sequence[dict], colors: dict):
 def time_to_target_figure(cells: Sequence[_Cell], colors: dict):
     """time_to_target.png from the rows' target / time_to_target, in the curves' budget. None when no row has a
     target (no curves). Two bands frame the log axis: "not reached" at the top (a row with a target but no
-    time_to_target: hollow markers) and "0 s" at the bottom (reached at the evaluation before the first step: the
-    initial CE was already within the margin of the best, so the run taught nothing worth the margin: 0.1 nats, or
-    0.02 bits per byte for a language model)."""
+    time_to_target: hollow markers) and "0 s" at the bottom (reached at the evaluation before the first step). At
+    each V only the cells of the main budget and longer ones are drawn (`_budget_groups`, as in curves.png)."""
     from matplotlib.ticker import FuncFormatter
 
     cells = [c for c in cells if c.V is not None and "target" in c.values]
@@ -571,6 +572,13 @@ def time_to_target_figure(cells: Sequence[_Cell], colors: dict):
     cells = [c for c in cells if c.budget == budget]
     if not cells:
         return None
+    if budget == "seconds":  # per V: the budget most losses share, and longer runs; not a shorter study's cells
+        kept = []
+        for v in {c.V for c in cells}:
+            lines = [(c.series, c, [(c.values.get("train_s") or 0.0, 0.0)]) for c in cells if c.V == v]
+            main, longer, _ = _budget_groups(lines)
+            kept += [c for _, c, _ in main + longer]
+        cells = sorted(kept, key=lambda c: (c.series.sort_key(), c.V or 0))
 
     def kind(c: _Cell) -> str:
         t = c.values.get("time_to_target")
@@ -636,9 +644,7 @@ def time_to_target_figure(cells: Sequence[_Cell], colors: dict):
                             fontsize=7, color="0.35")
     ax.set_ylabel(f"{TRAIN_SECONDS}\nat the first evaluation at or below the target", fontsize=9)
     metric = _ce_metric(cells)
-    what = {"excess_ce": "excess CE", "bpb": "bits per byte"}.get(metric, "CE")
-    margin, unit = _margin(metric)
-    title = f"Time to target: best {what} at each V + {margin:g} {unit}"
+    title = f"Time to target: {_target_text(metric)}"
     if budget:
         title += f" ({_budget_title(budget, metric == 'bpb')})"
     notes = [text for where, text in (("never", "hollow markers at the top: never reached within the budget"),
