@@ -275,6 +275,16 @@ def patch(model: nn.Module, loss: str = "full", *, return_logits: bool = False, 
         raise InputError("sparse=True is not available for HF models: their head (often tied) takes dense gradients")
     if not callable(getattr(model, "get_output_embeddings", None)):
         raise InputError(f"{type(model).__name__} has no get_output_embeddings(): not a Hugging Face model")
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False):
+        raise InputError(f"{type(model).__name__} is an encoder-decoder model; sampledsoftmax.hf patches causal LMs "
+                         f"(their labels are shifted inside the model; an encoder-decoder's are not)")
+    loss_type = getattr(model, "loss_type", None)
+    if isinstance(loss_type, str):
+        from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
+
+        if LOSS_MAPPING.get(loss_type, ForCausalLMLoss) is not ForCausalLMLoss:
+            raise InputError(f"{type(model).__name__}'s loss is {loss_type!r}, not a causal LM's; sampledsoftmax.hf "
+                             f"patches causal LMs (ForCausalLM)")
     head = model.get_output_embeddings()
     if head is None:
         raise InputError(f"{type(model).__name__}.get_output_embeddings() is None: not a model with an LM head")

@@ -404,6 +404,14 @@ def test_unsupported_models_and_options_are_refused_clearly():
         patch(nonlinear, "full")
     with pytest.raises(InputError, match="not patched"):
         use_exact(_model("llama-untied"))
+    t5 = transformers.T5ForConditionalGeneration(transformers.T5Config(vocab_size=V, d_model=16, d_ff=32, num_layers=1,
+                                                                        num_heads=2, d_kv=8))
+    with pytest.raises(InputError, match="encoder-decoder"):
+        patch(t5, "full")
+    mlm = transformers.BertForMaskedLM(transformers.BertConfig(vocab_size=V, hidden_size=16, num_hidden_layers=1,
+                                                               num_attention_heads=2, intermediate_size=32))
+    with pytest.raises(InputError, match="causal"):
+        patch(mlm, "full")
 
 
 def test_example_trains_a_tiny_llama_with_trainer_and_reports_exact_bits_per_byte(tmp_path):
