@@ -170,6 +170,48 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_bench_hf(sub: argparse._SubParsersAction) -> None:
+    # Defaults mirror sampledsoftmax.experiments.bench_hf.HFBenchConfig (a test keeps them equal).
+    p = sub.add_parser(
+        "bench-hf",
+        help="training-step time and memory of a Hugging Face LM: HF's own loss, ours, Cut Cross-Entropy",
+        description="Train a Llama-style model built from a config (random weights, nothing downloaded) for a few "
+        "steps per cell, each cell in its own process: HF's own loss (logits materialised), "
+        "sampledsoftmax.hf's exact and sampled patches, Apple's Cut Cross-Entropy, Liger-Kernel on CUDA; print "
+        "step time and peak extra memory as a markdown table.",
+    )
+    p.add_argument("--sizes", type=_count_list, default=(32_000, 128_000, 256_000),
+                   help="vocabulary sizes, comma-separated; k and M suffixes accepted (default: 32k,128k,256k)")
+    p.add_argument("--rows", type=_name_list, default=None,
+                   help="comma-separated of hf,exact,sampled,cce,liger (default: hf,exact,sampled,cce; liger on CUDA)")
+    p.add_argument("--dim", type=_count, default=256, help="hidden size (default: %(default)s)")
+    p.add_argument("--layers", type=_count, default=2, help="decoder layers (default: %(default)s)")
+    p.add_argument("--seq", type=_count, default=512, help="tokens per sequence (default: %(default)s)")
+    p.add_argument("--batch", type=_count, default=4, help="sequences per step (default: %(default)s)")
+    p.add_argument("--num-sampled", type=_count, default=8192, help="S of the sampled row (default: %(default)s)")
+    p.add_argument("--warmup", type=_nonneg_int, default=1, help="untimed steps per cell first (default: %(default)s)")
+    p.add_argument("--repeats", type=_count, default=3, help="timed steps per cell (default: %(default)s)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default): cuda if available, else cpu")
+    p.add_argument("--json", metavar="FILE", default=None, help="write config, machine and rows as JSON")
+    p.set_defaults(func=_cmd_bench_hf)
+
+
+def _cmd_bench_hf(args: argparse.Namespace) -> int:
+    from sampledsoftmax.experiments import bench_hf
+
+    _check_output_path(args.json, "--json")
+    rows, device = bench_hf.resolve(args.rows, args.device)
+    cfg = bench_hf.HFBenchConfig(sizes=args.sizes, rows=rows, dim=args.dim, layers=args.layers, seq=args.seq,
+                                 batch=args.batch, num_sampled=args.num_sampled, warmup=args.warmup,
+                                 repeats=args.repeats, device=device)
+    result = bench_hf.run(cfg)
+    print(bench_hf.format_markdown(cfg, result), flush=True)
+    if args.json:
+        bench_hf.write_json(args.json, cfg, result)
+    return 1 if any(r.get("error") for r in result) else 0
+
+
 # ----------------------------------------------------------------------------------------------------- train
 
 
@@ -323,7 +365,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------------------ main
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_trainers, _add_sweep, _add_export, _add_bench]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_trainers, _add_sweep, _add_export, _add_bench,
+                                                                _add_bench_hf]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -439,12 +439,16 @@ def chunked_softmax_cross_entropy(
         )
 
 
+def soft_cap(x: Tensor, cap: Optional[float]) -> Tensor:
+    """Soft-capped logits cap · tanh(x / cap) (Gemma 2's final-logit soft-capping); x itself for cap None."""
+    return x if cap is None else torch.tanh(x / cap) * cap
+
+
 def _softcapped_rows(h: Tensor, weight: Tensor, bias: Optional[Tensor], t: Tensor, cap: float, eps: float) -> Tensor:
     """Per-row softmax cross entropy of the capped logits cap · tanh(z / cap), z = h Wᵀ + b, for one block of rows."""
     cdt = _matmul_dtype(h, weight)
     z = _block_logits(h, weight, bias, cdt)  # (r, V) fp32
-    y = torch.tanh(z / cap) * cap  # (r, V)
-    return F.cross_entropy(y, t, reduction="none", label_smoothing=eps)
+    return F.cross_entropy(soft_cap(z, cap), t, reduction="none", label_smoothing=eps)
 
 
 def softcapped_cross_entropy(
@@ -879,10 +883,6 @@ def sampled_logits(
                                softcap)
 
 
-def _cap(x: Tensor, c: Optional[float]) -> Tensor:
-    return x if c is None else torch.tanh(x / c) * c
-
-
 def _raw_sampled(h: Tensor, w_samp: Tensor, ids: Tensor, n: int, d: int, cdt, acc) -> Tensor:
     """h_i · w_s of the sampled ids: (N, S), shared ids (S,) by one product, per-example ids (N, S) by a batched one."""
     if ids.dim() == 2:
@@ -911,7 +911,7 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
         if b_all is not None:
             true = true + b_all[:n_t].to(acc).view(n, n_true)
             samp = samp + b_all[n_t:].to(acc).view(ids.shape)
-        true, samp = _cap(true, softcap), _cap(samp, softcap)
+        true, samp = soft_cap(true, softcap), soft_cap(samp, softcap)
         if subtract_log_q:
             true = true - sample.log_q_true.to(acc)
             samp = samp - sample.log_q_sampled.to(acc)

@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - exercised by users without the extra
     raise ImportError("sampledsoftmax.hf needs transformers: pip install 'sampledsoftmax[hf]'") from None
 
 from .errors import InputError, did_you_mean
+from .functional import soft_cap
 from .losses import FullSoftmaxLoss, build_loss
 
 __all__ = ["HF_LOSSES", "patch", "unpatch", "is_patched", "use_exact", "token_counts", "FinishWithExact"]
@@ -110,6 +111,7 @@ class _Patch:
                       logit_softcap=self.softcap)
         budget = self.options.get("memory_budget_mb")
         self.exact = FullSoftmaxLoss(v, d, memory_budget_mb=budget, label_smoothing=self.label_smoothing, **common)
+        self._sampler_device = None
         if self.loss_name == "full":
             self.train_loss = self.exact
             return
@@ -167,8 +169,9 @@ class _Patch:
             hv = hv * self.scale  # (s·h)·w = s·(h·w): the scale rides on the hidden states
         fn = self.exact if exact else self.train_loss
         fn.train(self.model.training)  # stateful samplers learn in training mode only
-        if getattr(fn, "sampler", None) is not None:
-            fn.sampler.to(h.device)
+        if getattr(fn, "sampler", None) is not None and self._sampler_device != h.device:
+            fn.sampler.to(h.device)  # its tables follow the model (they are not the model's buffers)
+            self._sampler_device = h.device
         if self.reduction == "none":
             per = fn(hv, tv)  # (M,)
             full = torch.zeros(t.shape[0], dtype=per.dtype, device=per.device).index_put((keep,), per)
@@ -199,7 +202,7 @@ class _Patch:
                 z = (h.float() * self.scale) @ w.float().t()
                 if self.head.bias is not None:
                     z = z + self.head.bias.float()
-                ours = z if self.softcap is None else self.softcap * torch.tanh(z / self.softcap)
+                ours = soft_cap(z, self.softcap)
         finally:
             model.train(was_training)
         if ours.shape != ref.shape:

@@ -39,6 +39,7 @@ from .functional import (
     chunked_softmax_cross_entropy,
     chunked_topk,
     sampled_logits,
+    soft_cap,
     softcapped_cross_entropy,
 )
 from .samplers import CandidateSample, CandidateSampler, InBatchSampler, LogUniformSampler, build_sampler
@@ -229,7 +230,7 @@ class OutputLayerLoss(nn.Module):
         Shape: (..., d) -> (..., V). Small batches only."""
         z = hidden @ self.weight.t()
         z = z + self.bias if self.bias is not None else z
-        return z if self.logit_softcap is None else self.logit_softcap * torch.tanh(z / self.logit_softcap)
+        return soft_cap(z, self.logit_softcap)
 
     @fp32_under_autocast
     @torch.no_grad()
@@ -313,13 +314,13 @@ class FullSoftmaxLoss(OutputLayerLoss):
         torch.Size([])
     """
 
+    supports_softcap = True
+
     def __init__(self, num_classes: int, dim: int, *, label_smoothing: float = 0.0, **kwargs):
         super().__init__(num_classes, dim, **kwargs)
         if not 0.0 <= label_smoothing <= 1.0:
             raise InputError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.label_smoothing = float(label_smoothing)
-
-    supports_softcap = True
 
     def _loss(self, h, t, row_weight, sample):
         if self.logit_softcap is not None:

@@ -4,6 +4,8 @@ patches, Apple's Cut Cross-Entropy (and Liger-Kernel on CUDA), side by side, eac
 
     python scripts/bench_hf.py                              # V = 32k, 128k, 256k; d=256, 2 layers, 4 x 512 tokens
     python scripts/bench_hf.py --sizes 32k --repeats 5 --json bench_out/hf.json
+
+The same as `sampledsoftmax bench-hf`, with the same options.
 """
 
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without installing
 
-from sampledsoftmax.experiments.bench_hf import main  # noqa: E402
+from sampledsoftmax.cli import main  # noqa: E402
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(["bench-hf", *sys.argv[1:]]))

@@ -436,16 +436,26 @@ def test_example_trains_a_tiny_llama_with_trainer_and_reports_exact_bits_per_byt
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "make_corpus" in bad.stderr
 
 
-def test_bench_hf_runs_every_cpu_row_and_prints_the_table(tmp_path):
-    from sampledsoftmax.experiments.bench_hf import main
-
-    js = tmp_path / "hf.json"
-    rc = main(["--sizes", "300", "--rows", "hf,exact,sampled", "--dim", "16", "--seq", "16", "--batch", "2",
-               "--num-sampled", "32", "--repeats", "1", "--device", "cpu", "--json", str(js)])
-    assert rc == 0
+def test_bench_hf_runs_every_cpu_row_and_prints_the_table(tmp_path, capsys):
+    import dataclasses
     import json
 
+    from sampledsoftmax.cli import build_parser, main
+    from sampledsoftmax.experiments.bench_hf import HFBenchConfig
+
+    js = tmp_path / "hf.json"
+    rc = main(["bench-hf", "--sizes", "300", "--rows", "hf,exact,sampled", "--dim", "16", "--seq", "16", "--batch",
+               "2", "--num-sampled", "32", "--repeats", "1", "--device", "cpu", "--json", str(js)])
+    assert rc == 0
     rows = json.loads(js.read_text())["rows"]
     assert [r["row"] for r in rows] == ["hf", "exact", "sampled"]
     assert all(r["median_ms"] > 0 and r["peak_extra_mb"] >= 0 and math.isfinite(r["last_loss"]) for r in rows)
-    assert main(["--rows", "hf,bogus"]) == 2
+    assert "| 300 | exact |" in capsys.readouterr().out
+    assert main(["bench-hf", "--rows", "hf,bogus", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bogus" in err[0]
+    # the parser's defaults are the config's (the parser repeats them so that --help imports no torch)
+    args = build_parser().parse_args(["bench-hf"])
+    for f in dataclasses.fields(HFBenchConfig):
+        if f.name not in ("rows", "device", "seed", "heads"):
+            assert getattr(args, f.name) == f.default, f.name

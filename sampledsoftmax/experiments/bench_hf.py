@@ -18,7 +18,6 @@ itself needs (activations, logits, gradients). This module measures; it asserts 
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -172,50 +171,23 @@ def format_markdown(cfg: HFBenchConfig, rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _sizes(text: str) -> tuple[int, ...]:
-    out = []
-    for part in text.split(","):
-        p = part.strip().lower()
-        mult = 1_000_000 if p.endswith("m") else 1_000 if p.endswith("k") else 1
-        try:
-            out.append(int(float(p.rstrip("km")) * mult))
-        except ValueError:
-            raise ConfigError(f"--sizes: {part!r} is not a size; write e.g. 32k,128k,256k") from None
-    return tuple(out)
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", default="32k,128k,256k", help="vocabulary sizes (default 32k,128k,256k)")
-    ap.add_argument("--rows", default=None, help=f"comma-separated of {','.join(ROWS)} (default hf,exact,sampled,cce"
-                                                 f"; liger added on CUDA)")
-    for name in ("dim", "layers", "seq", "batch", "num_sampled", "warmup", "repeats"):
-        ap.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(HFBenchConfig, name))
-    ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    ap.add_argument("--json", default=None, help="also write the rows as JSON here")
-    args = ap.parse_args(argv)
+def resolve(rows: Optional[tuple[str, ...]], device: str) -> tuple[tuple[str, ...], str]:
+    """(rows, device) of a command line: device "auto" -> cuda if available; rows None -> the default rows (liger
+    added on CUDA). Unknown rows, a missing CUDA device or a missing transformers are ConfigErrors."""
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device here; use --device cpu")
+    rows = rows or HFBenchConfig.rows + (("liger",) if device == "cuda" else ())
+    for r in rows:
+        if r not in ROWS:
+            raise ConfigError(f"--rows: unknown row {r!r}; choose from {','.join(ROWS)}")
     try:
-        device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
-        if device == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device here; use --device cpu")
-        rows = tuple(r.strip() for r in args.rows.split(",")) if args.rows else \
-            HFBenchConfig.rows + (("liger",) if device == "cuda" else ())
-        for r in rows:
-            if r not in ROWS:
-                raise ConfigError(f"--rows: unknown row {r!r}; choose from {','.join(ROWS)}")
-        cfg = HFBenchConfig(sizes=_sizes(args.sizes), rows=rows, dim=args.dim, layers=args.layers, seq=args.seq,
-                            batch=args.batch, num_sampled=args.num_sampled, warmup=args.warmup,
-                            repeats=args.repeats, device=device)
-        try:
-            import transformers  # noqa: F401
-        except ImportError:
-            raise ConfigError("the HF bench needs transformers: pip install 'sampledsoftmax[hf]'") from None
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    result = run(cfg)
-    print(format_markdown(cfg, result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(config=asdict(cfg), machine=machine_info(cfg.device), rows=result), f, indent=1)
-    return 1 if any(r.get("error") for r in result) else 0
+        import transformers  # noqa: F401
+    except ImportError:
+        raise ConfigError("the HF bench needs transformers: pip install 'sampledsoftmax[hf]'") from None
+    return rows, device
+
+
+def write_json(path: str, cfg: HFBenchConfig, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w") as f:
+        json.dump(dict(config=asdict(cfg), machine=machine_info(cfg.device), rows=rows), f, indent=1)

@@ -20,6 +20,7 @@ import csv
 import io
 import math
 import os
+import statistics
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Optional
@@ -133,24 +134,18 @@ def targets(points: Iterable[dict], fraction: float = FRACTION) -> dict[str, flo
     points = list(points)
     metric = ce_metric(points)
     best: dict[str, float] = {}
-    start: dict[str, list[float]] = defaultdict(list)
-    first: dict[str, list[float]] = defaultdict(list)
-    for cell, pts in by_cell(points).items():
-        vals = [(p, _num(p.get(metric))) for p in pts]
-        vals = [(p, ce) for p, ce in vals if ce is not None]
+    start: dict[str, list[float]] = defaultdict(list)  # step-0 values at each V
+    first: dict[str, list[float]] = defaultdict(list)  # each cell's first value (where no cell has step 0)
+    for pts in by_cell(points).values():
+        vals = [(p, ce) for p in pts if (ce := _num(p.get(metric))) is not None]
         if not vals:
             continue
         v = str(vals[0][0].get("V"))
         first[v].append(vals[0][1])
-        start[v].extend(ce for p, ce in vals if int(float(p.get("step") or 0)) == 0)
-        low = min(ce for _, ce in vals)
-        best[v] = min(best.get(v, low), low)
-    out = {}
-    for v, b in best.items():
-        s0 = sorted(start[v] or first[v])
-        mid = s0[len(s0) // 2] if len(s0) % 2 else (s0[len(s0) // 2 - 1] + s0[len(s0) // 2]) / 2
-        out[v] = mid - fraction * max(mid - b, 0.0)
-    return out
+        start[v] += [ce for p, ce in vals if int(float(p.get("step") or 0)) == 0]
+        best[v] = min([best.get(v, math.inf)] + [ce for _, ce in vals])
+    mids = {v: statistics.median(start[v] or first[v]) for v in best}
+    return {v: mids[v] - fraction * max(mids[v] - b, 0.0) for v, b in best.items()}
 
 
 def time_to_target(curve: list[dict], target: float, metric: str) -> Optional[float]:
