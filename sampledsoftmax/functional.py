@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 from typing import NamedTuple, Optional
 
 import torch
@@ -37,6 +38,9 @@ __all__ = [
     "gather_rows",
     "sampled_logits",
     "candidate_softmax_cross_entropy",
+    "sampled_loss",
+    "SoftmaxTail",
+    "LogisticTail",
     "SampledLogits",
     "Removed",
     "mask_value",
@@ -883,6 +887,31 @@ def sampled_logits(
                                softcap)
 
 
+def sampled_loss(
+    hidden: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    target: Tensor,
+    sample,
+    tail,
+    *,
+    subtract_log_q: bool = True,
+    remove_accidental_hits: bool = True,
+    sparse: bool = False,
+    softcap: Optional[float] = None,
+) -> Tensor:
+    """Per-row loss `tail.generic(sampled_logits(...))` (a `SoftmaxTail` or `LogisticTail`), the same values and
+    gradients; for shared candidates on the CPU the product and the tail run fused in one (N, S) buffer
+    (`_FusedSampledLoss`).
+
+    Shape:
+        -> (N,)
+    """
+    with autocast_off(hidden.device.type):
+        return _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse,
+                               softcap, tail)
+
+
 def _raw_sampled(h: Tensor, w_samp: Tensor, ids: Tensor, n: int, d: int, cdt, acc) -> Tensor:
     """h_i · w_s of the sampled ids: (N, S), shared ids (S,) by one product, per-example ids (N, S) by a batched one."""
     if ids.dim() == 2:
@@ -891,7 +920,9 @@ def _raw_sampled(h: Tensor, w_samp: Tensor, ids: Tensor, n: int, d: int, cdt, ac
 
 
 def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove_accidental_hits, sparse,
-                    softcap=None):
+                    softcap=None, tail=None):
+    """`sampled_logits`; with a `tail` (a loss's last line), that loss per row instead: fused with the product on
+    the CPU (`_FusedSampledLoss`), else `tail.generic` of the logits."""
     n, n_true = target.shape
     ids = sample.ids
     per_example = ids.dim() == 2
@@ -903,14 +934,18 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
     h = hidden.to(cdt)
     n_t = n * n_true
     d = w_all.shape[1]  # (explicit: a view with -1 is ambiguous for an empty batch)
-    w_true = w_all[:n_t].view(n, n_true, d)  # (N, T, d)
-    w_samp = w_all[n_t:]  # (S, d) or (N*S, d)
+    # split, not two slices: its backward writes both gradients into one (M, d) block, where each slice's backward
+    # fills a zero (M, d) block of its own and autograd adds the two
+    w_true, w_samp = w_all.split([n_t, w_all.shape[0] - n_t])  # (N*T, d), (S, d) or (N*S, d)
+    w_true = w_true.view(n, n_true, d)  # (N, T, d)
+    if b_all is not None:
+        b_true, b_samp = b_all.split([n_t, b_all.shape[0] - n_t])  # (N*T,), (S,) or (N*S,)
     true = (w_true * h.unsqueeze(1)).sum(-1).to(acc)  # (N, T)
     if softcap is not None:  # cap the raw logits (bias inside), then correct: no fused product here
         samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc)  # (N, S)
         if b_all is not None:
-            true = true + b_all[:n_t].to(acc).view(n, n_true)
-            samp = samp + b_all[n_t:].to(acc).view(ids.shape)
+            true = true + b_true.to(acc).view(n, n_true)
+            samp = samp + b_samp.to(acc).view(ids.shape)
         true, samp = soft_cap(true, softcap), soft_cap(samp, softcap)
         if subtract_log_q:
             true = true - sample.log_q_true.to(acc)
@@ -919,16 +954,32 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
         # per-column offsets of the sampled block: bias minus log expected count
         offset = torch.zeros((), dtype=acc, device=hidden.device)
         if b_all is not None:
-            true = true + b_all[:n_t].to(acc).view(n, n_true)
-            offset = b_all[n_t:].to(acc).view(ids.shape)
+            true = true + b_true.to(acc).view(n, n_true)
+            offset = b_samp.to(acc).view(ids.shape)
         if subtract_log_q:
             true = true - sample.log_q_true.to(acc)
             offset = offset - sample.log_q_sampled.to(acc)
-        if not per_example and cdt == acc:
+        if not per_example and cdt == acc and not ids.is_cuda:
+            pass  # the product is _SampledBlock's, below
+        elif not per_example and cdt == acc:
             samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
         else:
             samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc) + offset  # (N, S)
 
+    counts = getattr(sample, "counts", None)
+    if not per_example and softcap is None and cdt == acc and not ids.is_cuda:
+        # shared candidates on the CPU: the product, the offsets and the removal in one node (see _SampledBlock)
+        invalid = ids < 0  # (S,)
+        rows, cols = _shared_hits(ids, target) if remove_accidental_hits else (None, None)
+        removed = Removed(rows=rows, cols=cols, columns=invalid if bool(invalid.any()) else None)
+        true = true.masked_fill(true_removed, mask_value(acc))
+        if tail is not None and tail.fused and ids.numel():
+            need_grad = torch.is_grad_enabled() and any(x.requires_grad for x in (h, w_samp, offset, true))
+            return _FusedSampledLoss.apply(h, w_samp.to(cdt), offset.expand(ids.shape), true, true_removed, removed,
+                                           None if counts is None else counts.to(acc), tail, need_grad)  # (N,)
+        samp = _SampledBlock.apply(h, w_samp.to(cdt), offset.expand(ids.shape), removed)  # (N, S)
+        s = SampledLogits(true, samp, true_removed, removed, counts)
+        return s if tail is None else tail.generic(s)
     if per_example:
         dense = ids < 0  # (N, S)
         if remove_accidental_hits:
@@ -946,7 +997,201 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
     neg = mask_value(acc)
     samp = removed.fill_(samp, neg)  # in place on a fresh tensor: exp() of it is exactly 0, and so is its gradient
     true = true.masked_fill(true_removed, neg)
-    return SampledLogits(true, samp, true_removed, removed, getattr(sample, "counts", None))
+    s = SampledLogits(true, samp, true_removed, removed, counts)
+    return s if tail is None else tail.generic(s)
+
+
+class _SampledBlock(torch.autograd.Function):
+    """samp = h @ w_sampᵀ + offset with the removed entries set to `mask_value`, as one autograd node.
+
+    The same values as `addmm` followed by `Removed.fill_`, without what autograd does around them on a CPU: the
+    fill's backward clones the whole (N, S) upstream gradient to zero a handful of entries, and each fresh (N, S)
+    buffer costs its page faults. Here backward runs the two products on the upstream gradient as it comes and then
+    takes the removed entries' contributions back out, O(K·d) for K hits, so no gradient flows through a removed
+    entry, exactly as with the fill. (A whole removed column, an invalid id, is rare: that gradient is masked.)
+    """
+
+    @staticmethod
+    def forward(ctx, h, w_samp, offset, removed):
+        samp = torch.addmm(offset, h, w_samp.t())  # (N, S) offsets fused into the product
+        removed.fill_(samp, mask_value(samp.dtype))
+        ctx.removed = removed
+        ctx.save_for_backward(h, w_samp)
+        return samp
+
+    @staticmethod
+    def backward(ctx, g):  # g (N, S); plain differentiable ops: with create_graph=True they are differentiated again
+        h, w_samp = ctx.saved_tensors
+        removed = ctx.removed
+        if removed.dense is not None or removed.columns is not None:
+            g = removed.fill_(g.clone(), 0.0)  # every removed entry zeroed: nothing left to take out below
+            removed = Removed()
+        dh = g @ w_samp if ctx.needs_input_grad[0] else None  # (N, d)
+        dw = g.t() @ h if ctx.needs_input_grad[1] else None  # (S, d)
+        d_off = g.sum(0) if ctx.needs_input_grad[2] else None  # (S,)
+        g_hit = None if removed.rows is None else g[removed.rows, removed.cols]  # (K,) what the products took
+        # from removed entries: exactly 0 from the losses here (exp and sigmoid of the mask value are 0), so this
+        # costs a check; a user's own function of the logits may send something there
+        if g_hit is not None and bool(g_hit.any()):
+            if dh is not None:
+                dh = dh.index_add(0, removed.rows, w_samp.index_select(0, removed.cols) * g_hit[:, None], alpha=-1)
+            if dw is not None:
+                dw = dw.index_add(0, removed.cols, h.index_select(0, removed.rows) * g_hit[:, None], alpha=-1)
+            if d_off is not None:
+                d_off = d_off.index_add(0, removed.cols, g_hit, alpha=-1)
+        return dh, dw, d_off, None
+
+
+class SoftmaxTail:
+    """Sampled softmax's last line: cross entropy over [true | sampled] with soft labels 1/T on the true columns."""
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = float(label_smoothing)
+        self.fused = not self.label_smoothing  # label smoothing needs the dense removal mask: the generic path
+
+    def labels(self, true_removed: Tensor, dtype) -> Tensor:
+        keep = (~true_removed).to(dtype)
+        return keep / keep.sum(1, keepdim=True).clamp_min(1)
+
+    def generic(self, s: SampledLogits) -> Tensor:
+        return candidate_softmax_cross_entropy(s, self.label_smoothing)
+
+    @staticmethod
+    def inplace(true: Tensor, z: Tensor, y: Tensor, counts: Optional[Tensor], need_grad: bool):
+        """Loss (N,) and dloss/dtrue (N, T); z (N, S) is overwritten by dloss/dz (when need_grad)."""
+        if counts is not None:
+            z += counts.log()  # a class drawn k times counts k times
+        m = z.amax(1, keepdim=True)  # (N, 1)
+        torch.ops.aten._softmax.out(z, 1, False, out=z)  # in place: the CPU kernel finishes each row's max first
+        lse_s = m - z.amax(1, keepdim=True).log()  # (N, 1) exact to rounding: max p >= 1/S (see _candidate_softmax)
+        lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
+        loss = lse.squeeze(1) - (y * true).sum(1)
+        if not need_grad:
+            return loss, None
+        z.mul_((lse_s - lse).exp_())  # (N, S) softmax over all candidates
+        return loss, (true - lse).exp_() - y
+
+
+class LogisticTail:
+    """NCE's and negative sampling's last line: Σ BCE(z, y) over the true columns (labels `y`) and the sampled ones
+    (label 0, each weighted by its draw multiplicity). `per_true`: each positive its own label 1, else 1/T."""
+
+    fused = True
+
+    def __init__(self, per_true: bool):
+        self.per_true = per_true
+
+    def labels(self, true_removed: Tensor, dtype) -> Tensor:
+        keep = (~true_removed).to(dtype)
+        return keep if self.per_true else keep / keep.sum(1, keepdim=True).clamp_min(1)
+
+    def generic(self, s: SampledLogits) -> Tensor:
+        y = self.labels(s.true_removed, s.true.dtype)
+        per_t = F.binary_cross_entropy_with_logits(s.true, y, reduction="none")  # (N, T)
+        per_s = F.softplus(s.sampled)  # BCE(z, 0) = log(1 + e^z)  (N, S); removed: softplus(mask) = 0, no gradient
+        if s.counts is not None:
+            per_s = per_s * s.counts.to(per_s.dtype)
+        return per_t.sum(1) + per_s.sum(1)
+
+    @staticmethod
+    def inplace(true: Tensor, z: Tensor, y: Tensor, counts: Optional[Tensor], need_grad: bool):
+        per_s = F.softplus(z)  # (N, S)
+        loss = F.binary_cross_entropy_with_logits(true, y, reduction="none").sum(1)
+        loss += per_s.sum(1) if counts is None else per_s @ counts
+        del per_s
+        if not need_grad:
+            return loss, None
+        torch.sigmoid(z, out=z)  # (N, S) dloss/dz: σ(z), in place
+        if counts is not None:
+            z.mul_(counts)
+        return loss, torch.sigmoid(true) - y
+
+
+class _Workspace(threading.local):
+    """One reusable flat buffer per (dtype, device), per thread: a block that a step needs and frees again.
+
+    On a CPU a fresh block of a few MB costs its first touch (page faults, cache misses) on every step, about as
+    much as the elementwise work on it. A buffer is taken with `take` and given back with `give` once nothing
+    references it any more (after the backward's products); one that is never given back (an evaluation, a graph
+    that is dropped) is simply garbage collected, and the next `take` allocates anew.
+    """
+
+    def __init__(self):
+        self.free: dict = {}
+
+    def take(self, shape: tuple, dtype: torch.dtype, device) -> Tensor:
+        n = math.prod(shape)
+        buf = self.free.pop((dtype, str(device)), None)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+    def give(self, t: Tensor) -> None:
+        base = t._base if t._base is not None else t
+        key = (t.dtype, str(t.device))
+        kept = self.free.get(key)
+        if kept is None or kept.numel() < base.numel():
+            self.free[key] = base
+
+
+_WORKSPACE = _Workspace()
+
+
+class _FusedSampledLoss(torch.autograd.Function):
+    """A sampled loss per row from h, the gathered candidate rows and the true logits, in one (N, S) buffer.
+
+    Forward: z = h @ w_sampᵀ + offset (offsets fused into the product), removed entries at `mask_value`, then the
+    tail in place: the loss per row, and z overwritten by dloss/dz (softmax p, or σ(z)). The first backward scales
+    that buffer by the upstream gradient in place and runs the two products on it, so the step allocates one (N, S)
+    block instead of four (product, fill's gradient copy, softmax, scaled gradient) and makes no pass that only
+    copies. The gradient at removed entries is exactly 0 (exp and σ of the mask value are 0). A second backward
+    through a retained graph recomputes the block; a backward with create_graph=True differentiates the tail's plain
+    formula (`tail.generic`) instead, so second derivatives are what they are without fusion.
+    """
+
+    @staticmethod
+    def forward(ctx, h, w_samp, offset, true, true_removed, removed, counts, tail, need_grad):
+        ctx.rest = (true_removed, removed, counts, tail)
+        g_samp, loss, g_true = _FusedSampledLoss._block(h, w_samp, offset, true, *ctx.rest, need_grad)
+        ctx.grads = (g_true, g_samp) if need_grad else None
+        ctx.save_for_backward(h, w_samp, offset, true)  # references, read only to recompute
+        return loss
+
+    @staticmethod
+    def _block(h, w_samp, offset, true, true_removed, removed, counts, tail, need_grad):
+        z = _WORKSPACE.take((h.shape[0], w_samp.shape[0]), true.dtype, h.device)  # (N, S) reused step to step
+        torch.addmm(offset, h, w_samp.t(), out=z)
+        removed.fill_(z, mask_value(z.dtype))
+        loss, g_true = tail.inplace(true, z, tail.labels(true_removed, true.dtype), counts, need_grad)
+        if not need_grad:
+            _WORKSPACE.give(z)
+        return z, loss, g_true
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        h, w_samp, offset, true = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the plain formula, differentiable again
+            ctx.grads = None
+            true_removed, removed, counts, tail = ctx.rest
+            # aliases: the local derivative only (true depends on h upstream), still connected to the inputs' graph
+            h, w_samp, offset, true = inputs = tuple(x.view_as(x) for x in (h, w_samp, offset, true))
+            z = removed.fill_(torch.addmm(offset, h, w_samp.t()), mask_value(true.dtype))
+            loss = tail.generic(SampledLogits(true, z, true_removed, removed, counts))
+            wanted = [x for x, need in zip(inputs, ctx.needs_input_grad) if need]
+            got = iter(torch.autograd.grad(loss, wanted, grad_loss, create_graph=True))
+            return (*(next(got) if need else None for need in ctx.needs_input_grad[:4]), None, None, None, None, None)
+        with torch.no_grad():
+            if ctx.grads is None:  # a second backward through a retained graph
+                g_samp, _, g_true = _FusedSampledLoss._block(h, w_samp, offset, true, *ctx.rest, True)
+            else:
+                (g_true, g_samp), ctx.grads = ctx.grads, None
+            c = grad_loss.unsqueeze(1)  # (N, 1)
+            g_samp.mul_(c)  # (N, S)
+            dh = g_samp @ w_samp if ctx.needs_input_grad[0] else None  # (N, d)
+            dw = g_samp.t() @ h if ctx.needs_input_grad[1] else None  # (S, d)
+            d_off = g_samp.sum(0) if ctx.needs_input_grad[2] else None  # (S,)
+            _WORKSPACE.give(g_samp)  # nothing references the block any more
+            return dh, dw, d_off, g_true.mul_(c), None, None, None, None, None
 
 
 def _shared_hits(ids: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -968,50 +1213,65 @@ def _shared_hits(ids: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
     return rows, cols
 
 
+def _candidate_softmax(true, samp, y_true, log_counts, keep_t, keep_s, eps, need_grad):
+    """Per-row loss and, if need_grad, its gradients (p − y) with respect to the sampled and the true columns."""
+    z = samp if log_counts is None else samp + log_counts  # a class drawn k times counts k times
+    if z.shape[1]:
+        # one fused row-wise pass gives softmax(z); log-sum-exp follows from its largest entry (>= 1/S, so
+        # exact to rounding): lse = max_j z_ij − log max_j p_ij (the same j: softmax is monotone). amax is a
+        # cheap vectorised read; torch.logsumexp would take four more passes over (N, S), and max-with-indices
+        # costs as much as the softmax itself on a CPU.
+        p = torch.softmax(z, 1)  # (N, S)
+        lse_s = z.amax(1, keepdim=True) - p.amax(1, keepdim=True).log()  # (N, 1)
+    else:  # no candidate (an empty in-batch sample): the true columns alone
+        p = torch.empty_like(z)  # (N, 0)
+        lse_s = z.new_full((z.shape[0], 1), -math.inf)
+    lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
+    y_t, smooth = y_true, 0.0
+    if eps:  # the target spreads eps over the K_i non-removed draws (keep_s: each column's multiplicity)
+        k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1)
+        y_t = (1 - eps) * y_true + eps * keep_t / k
+        smooth = eps / k.squeeze(1) * (samp * keep_s).sum(1)  # (N,) each draw's logit once, as without dedup
+    # loss_i = lse_i − Σ_c y_ic z_ic (y is 0 on removed columns, whose finite mask value then adds 0)
+    loss = lse.squeeze(1) - (y_t * true).sum(1) - smooth
+    if not need_grad:
+        return loss, None, None
+    p.mul_((lse_s - lse).exp_())  # (N, S) softmax over all candidates, true columns included
+    if eps:
+        p.sub_(eps * keep_s / k)
+    return loss, p, (true - lse).exp_() - y_t
+
+
 class _CandidateSoftmaxCE(torch.autograd.Function):
     """Per-row softmax cross entropy over the candidate columns [true | sampled] (removed ones hold `mask_value`).
 
-    Row-wise fused kernels (logsumexp, softmax) keep each row in cache, and the gradient with respect to the
-    logits (p − y) is formed in forward; backward only scales it by the upstream gradient. That saved gradient is
-    a constant to autograd, so backward is marked once_differentiable: double backward raises a clear error
-    instead of silently dropping the softmax's curvature (supporting it would mean keeping the (N, S) logits as
-    well as p until backward, or recomputing the softmax there).
+    Row-wise fused kernels (softmax, amax) keep each row in cache, and the gradient with respect to the logits
+    (p − y) is formed in forward; the first backward scales it in place by the upstream gradient and hands the
+    buffer over (no second (N, S) allocation and pass); a second backward through a retained graph recomputes it
+    from the saved logits. That gradient is a constant to autograd, so backward is marked once_differentiable:
+    double backward raises a clear error instead of silently dropping the softmax's curvature.
     """
 
     @staticmethod
     def forward(ctx, true, samp, y_true, log_counts, keep_t, keep_s, label_smoothing, need_grad):
-        z = samp if log_counts is None else samp + log_counts  # a class drawn k times counts k times
-        if z.shape[1]:
-            # one fused row-wise pass gives softmax(z); log-sum-exp follows from its largest entry (>= 1/S, so
-            # exact to rounding): lse = z_ij* − log p_ij*. torch.logsumexp would take four more passes over (N, S).
-            p = torch.softmax(z, 1)  # (N, S)
-            p_max, j_max = p.max(1, keepdim=True)  # (N, 1)
-            lse_s = z.gather(1, j_max) - p_max.log()  # (N, 1)
-        else:  # no candidate (an empty in-batch sample): the true columns alone
-            p = torch.empty_like(z)  # (N, 0)
-            lse_s = z.new_full((z.shape[0], 1), -math.inf)
-        lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
-        eps = label_smoothing
-        y_t, smooth = y_true, 0.0
-        if eps:  # the target spreads eps over the K_i non-removed draws (keep_s: each column's multiplicity)
-            k = keep_t.sum(1, keepdim=True) + keep_s.sum(1, keepdim=True)  # (N, 1)
-            y_t = (1 - eps) * y_true + eps * keep_t / k
-            smooth = eps / k.squeeze(1) * (samp * keep_s).sum(1)  # (N,) each draw's logit once, as without dedup
-        # loss_i = lse_i − Σ_c y_ic z_ic (y is 0 on removed columns, whose finite mask value then adds 0)
-        loss = lse.squeeze(1) - (y_t * true).sum(1) - smooth
+        loss, p, g_true = _candidate_softmax(true, samp, y_true, log_counts, keep_t, keep_s, label_smoothing,
+                                             need_grad)
         if need_grad:
-            p.mul_((lse_s - lse).exp_())  # (N, S) softmax over all candidates, true columns included
-            if eps:
-                p.sub_(eps * keep_s / k)
-            ctx.save_for_backward(p, (true - lse).exp_() - y_t, true)  # true: an input, for once_differentiable
+            ctx.grads = (g_true, p)
+            ctx.args = (y_true, log_counts, keep_t, keep_s, label_smoothing)
+            ctx.save_for_backward(true, samp)  # references to the inputs, read only to recompute
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss):
-        g_samp, g_true, _ = ctx.saved_tensors
         g = grad_loss.unsqueeze(1)  # (N, 1)
-        return g_true * g, g_samp * g, None, None, None, None, None, None
+        if ctx.grads is None:  # a second backward through a retained graph
+            true, samp = ctx.saved_tensors
+            _, g_samp, g_true = _candidate_softmax(true, samp, *ctx.args, True)
+        else:
+            (g_true, g_samp), ctx.grads = ctx.grads, None
+        return g_true.mul_(g), g_samp.mul_(g), None, None, None, None, None, None
 
 
 def candidate_softmax_cross_entropy(s: SampledLogits, label_smoothing: float = 0.0) -> Tensor:

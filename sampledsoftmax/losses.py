@@ -30,15 +30,17 @@ from torch import Tensor, nn
 
 from .errors import InputError, did_you_mean
 from .functional import (
+    LogisticTail,
     SampledLogits,
+    SoftmaxTail,
     _acc_dtype,
     autocast_off,
-    candidate_softmax_cross_entropy,
     chunked_nll_and_rank,
     chunked_one_vs_all,
     chunked_softmax_cross_entropy,
     chunked_topk,
     sampled_logits,
+    sampled_loss,
     soft_cap,
     softcapped_cross_entropy,
 )
@@ -444,21 +446,36 @@ class SampledLossBase(OutputLayerLoss):
             sample = CandidateSample(sample.ids, sample.log_q_true.view(-1, 1), sample.log_q_sampled, sample.counts)
         return sample
 
+    @property
+    def tail(self):
+        """The loss's last line on the corrected logits: a `functional.SoftmaxTail` or `functional.LogisticTail`."""
+        raise NotImplementedError
+
     @fp32_under_autocast
     def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> SampledLogits:
+        return self._sampled(h, t, sample, None)
+
+    def _sampled(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample], tail):
+        """The corrected logits (tail None), or the loss per row (N,) computed by `tail` from them."""
         sample = self._resolve_sample(t, sample, self._compute_dtype(h))
-        return sampled_logits(
+        fn = sampled_logits if tail is None else functools.partial(sampled_loss, tail=tail)
+        return fn(
             h, self.weight, self.bias, t, sample,
             subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,
             softcap=self.logit_softcap,
         )
 
+    @fp32_under_autocast
+    def _per_row(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> Tensor:
+        return self._sampled(h, t, sample, self.tail)  # (N,)
+
     def _loss(self, h, t, row_weight, sample):
-        per_row = self._from_logits(self.corrected_logits(h, t, sample))  # (N,)
+        per_row = self._per_row(h, t, sample)  # (N,)
         return per_row if row_weight is None else (per_row * row_weight).sum()
 
     def _from_logits(self, s: SampledLogits) -> Tensor:
-        raise NotImplementedError
+        """The loss per row from `corrected_logits` (what `forward` computes, fused where it can)."""
+        return self.tail.generic(s)
 
 
 class SampledSoftmaxLoss(SampledLossBase):
@@ -492,19 +509,9 @@ class SampledSoftmaxLoss(SampledLossBase):
         self.subtract_log_q, self.remove_accidental_hits = bool(subtract_log_q), bool(remove_accidental_hits)
         self.label_smoothing = float(label_smoothing)
 
-    def _from_logits(self, s: SampledLogits) -> Tensor:
-        return candidate_softmax_cross_entropy(s, self.label_smoothing)
-
-
-def _logistic_loss(s: SampledLogits, y_true: Tensor) -> Tensor:
-    """Σ over the non-removed columns of BCE(z, y): labels y_true on the true columns, 0 on the sampled ones (each
-    sampled column weighted by its draw multiplicity). Shape: -> (N,)"""
-    # removed entries hold a large negative finite logit: BCE(mask, 0) = 0 exactly, with zero gradient
-    per_t = F.binary_cross_entropy_with_logits(s.true, y_true, reduction="none")  # (N, T)
-    per_s = F.softplus(s.sampled)  # BCE(z, 0) = log(1 + e^z)  (N, S)
-    if s.counts is not None:
-        per_s = per_s * s.counts.to(per_s.dtype)
-    return per_t.sum(1) + per_s.sum(1)
+    @property
+    def tail(self) -> SoftmaxTail:
+        return SoftmaxTail(self.label_smoothing)
 
 
 class NCELoss(SampledLossBase):
@@ -524,8 +531,9 @@ class NCELoss(SampledLossBase):
         super().__init__(num_classes, dim, **kwargs)
         self.remove_accidental_hits = bool(remove_accidental_hits)
 
-    def _from_logits(self, s: SampledLogits) -> Tensor:
-        return _logistic_loss(s, s.labels)  # TF's labels: 1/T on each true column
+    @property
+    def tail(self) -> LogisticTail:
+        return LogisticTail(per_true=False)  # TF's labels: 1/T on each true column
 
 
 _COLLISIONS = ("skip", "resample", "keep")
@@ -583,8 +591,9 @@ class NegativeSamplingLoss(SampledLossBase):
         log_q = self.sampler._log_prob64(ids) + math.log(self.num_sampled)  # (N, S)
         return CandidateSample(ids, s.log_q_true, log_q.to(dtype), s.counts)
 
-    def _from_logits(self, s: SampledLogits) -> Tensor:
-        return _logistic_loss(s, (~s.true_removed).to(s.true.dtype))  # each positive its own term (not 1/T)
+    @property
+    def tail(self) -> LogisticTail:
+        return LogisticTail(per_true=True)  # each positive its own term (not 1/T)
 
 
 class InBatchSoftmaxLoss(SampledSoftmaxLoss):

@@ -67,6 +67,7 @@ group as usual). With a group of size 1 every loss equals its single-process cou
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -88,6 +89,7 @@ from .functional import (
     gather_rows,
     once_differentiable,
     sampled_logits,
+    sampled_loss,
 )
 from .losses import (
     FullSoftmaxLoss,
@@ -672,13 +674,13 @@ class _SampledVocabParallel(VocabParallel):
             self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
         return super().sample(target, dtype)
 
-    @fp32_under_autocast
-    def corrected_logits(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]):
+    def _sampled(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample], tail):
         sample = self._resolve_sample(t, sample, self._compute_dtype(h))
         if self.validate:
             self._check_replicated(h, t, sample.ids)
         table_w, table_b, t_c, sample_c = self._gather_candidates(t, sample)
-        return sampled_logits(
+        fn = sampled_logits if tail is None else functools.partial(sampled_loss, tail=tail)
+        return fn(
             h, table_w, table_b, t_c, sample_c,
             subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=False,
         )

@@ -327,3 +327,61 @@ def test_expected_topk_hit_is_the_mean_over_the_targets_places_among_its_ties():
         want = torch.tensor([sum(g + j < k for j in range(e + 1)) / (e + 1) for g, e, _ in grid], dtype=torch.float64)
         assert got.dtype == torch.float64
         assert torch.equal(got, want) or torch.allclose(got, want, rtol=0, atol=1e-15)
+
+
+def _shared_sample(n, t_, s_, v, g, dtype=torch.float64, invalid=True):
+    from sampledsoftmax.samplers import CandidateSample
+
+    target = torch.randint(v, (n, t_), generator=g)
+    target[0, -1] = -1  # a padded label
+    ids = torch.cat([target[1:4, 0], torch.randint(v, (s_ - 3,), generator=g)])  # (S,) three sure hits
+    if invalid:
+        ids[-1] = -1  # no candidate: a whole removed column
+    return target, CandidateSample(ids, torch.randn(n, t_, generator=g, dtype=dtype),
+                                   torch.randn(s_, generator=g, dtype=dtype), None)
+
+
+@pytest.mark.parametrize("remove_hits", [True, False])
+@pytest.mark.parametrize("invalid", [True, False])
+def test_sampled_block_passes_no_gradient_through_removed_entries(remove_hits, invalid):
+    """The one-node CPU product (_SampledBlock) gives what addmm + masked_fill give, in values and in the gradients of
+    h, w and b under an upstream gradient that is NOT zero at the removed entries (a user's own loss on s.sampled)."""
+    from sampledsoftmax.functional import sampled_logits
+
+    g = torch.Generator().manual_seed(12)
+    n, t_, s_, v, d = 9, 2, 11, 30, 4
+    h, w, b = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True) for shape in ((n, d), (v, d), (v,)))
+    target, sample = _shared_sample(n, t_, s_, v, g, invalid=invalid)
+    s = sampled_logits(h, w, b, target, sample, remove_accidental_hits=remove_hits)
+    assert s.sampled.grad_fn.name().startswith("_SampledBlock")
+    # the reference, from the definition: removed = id < 0, or (remove_hits) id equal to one of the row's labels
+    ids = sample.ids
+    removed = (ids < 0).expand(n, s_)
+    if remove_hits:
+        removed = removed | ((ids.view(1, -1, 1) == target.unsqueeze(1)).any(-1) & (ids >= 0))
+    assert bool(removed[:, -1].all()) == invalid and bool(removed[1:4, :3].diagonal().all()) == remove_hits
+    ref = (h @ w[ids.clamp_min(0)].T + b[ids.clamp_min(0)] - sample.log_q_sampled).masked_fill(removed, mask_value(torch.float64))
+    torch.testing.assert_close(s.sampled, ref, rtol=1e-12, atol=1e-12)
+    up = torch.randn(n, s_, generator=g, dtype=torch.float64)  # nonzero everywhere, removed entries included
+    got = torch.autograd.grad((s.sampled * up).sum(), (h, w, b))
+    want = torch.autograd.grad((ref * up).sum(), (h, w, b))
+    for a, r in zip(got, want):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_candidate_softmax_hands_its_gradient_over_once_and_recomputes_for_a_retained_graph():
+    from sampledsoftmax.functional import candidate_softmax_cross_entropy, sampled_logits
+
+    g = torch.Generator().manual_seed(13)
+    n, v, d = 9, 30, 4
+    h, w, b = (torch.randn(*shape, generator=g, dtype=torch.float64, requires_grad=True) for shape in ((n, d), (v, d), (v,)))
+    target, sample = _shared_sample(n, 1, 11, v, g)
+    out = (candidate_softmax_cross_entropy(sampled_logits(h, w, b, target, sample)) * torch.arange(n)).sum()
+    node = out.grad_fn.next_functions[0][0].next_functions[0][0]
+    assert type(node).__name__ == "_CandidateSoftmaxCEBackward" and node.grads is not None
+    first = torch.autograd.grad(out, (h, w, b), retain_graph=True)
+    assert node.grads is None  # handed over: the graph keeps no (N, S) gradient after the first backward
+    second = torch.autograd.grad(out, (h, w, b))
+    for a, r in zip(first, second):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+    assert any(bool(x.abs().sum() > 0) for x in first)
