@@ -46,6 +46,7 @@ __all__ = [
     "mask_value",
     "autocast_off",
     "DEFAULT_MEMORY_BUDGET_MB",
+    "release_workspace",
 ]
 
 DEFAULT_MEMORY_BUDGET_MB = 512
@@ -185,6 +186,45 @@ def _rows_budget(budget_mb: Optional[float]) -> int:
     return int((DEFAULT_MEMORY_BUDGET_MB if budget_mb is None else budget_mb) * 2**20)
 
 
+class _Workspace(threading.local):
+    """One reusable flat buffer per (dtype, device), per thread: a block that a step needs and frees again.
+
+    On a CPU a fresh block of a few MB costs its first touch (page faults, cache misses) on every step, about as
+    much as the elementwise work on it. A buffer is taken with `take` and given back with `give` once nothing
+    references it any more (after the backward's products); one that is never given back (an evaluation, a graph
+    that is dropped) is simply garbage collected, and the next `take` allocates anew.
+    """
+
+    def __init__(self):
+        self.free: dict = {}
+
+    def take(self, shape: tuple, dtype: torch.dtype, device) -> Tensor:
+        n = math.prod(shape)
+        buf = self.free.pop((dtype, str(device)), None)
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype, device=device)
+        return buf[:n].view(shape)
+
+    def give(self, t: Tensor) -> None:
+        if t.device.type != "cpu":  # the CUDA caching allocator already reuses blocks; holding one here would not
+            return
+        base = t._base if t._base is not None else t
+        key = (t.dtype, str(t.device))
+        kept = self.free.get(key)
+        if kept is None or kept.numel() < base.numel():
+            self.free[key] = base
+
+
+_WORKSPACE = _Workspace()
+
+
+def release_workspace() -> None:
+    """Free the blocks the CPU losses keep between calls (this thread's): the exact softmax keeps its block of
+    logits, at most `memory_budget_mb`, and the sampled losses their (N, S) block, so that the next step does not pay
+    for touching fresh memory again."""
+    _WORKSPACE.free.clear()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Exact softmax cross entropy, chunked
 # ---------------------------------------------------------------------------------------------------------------
@@ -196,17 +236,18 @@ _TILE_BYTES = 2 * 2**20  # one tile of logits stays in cache between its exp and
 def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat, dw, db, lse_known):
     """Loss, log-sum-exp and gradients for one block of rows over all V classes, in cache-sized column tiles.
 
-    Sweep 1 computes each tile's logits into `flat` and, while the tile is in cache, exponentiates it against the
-    tile's own row max (an online log-sum-exp). Sweep 2 rescales each tile to scale * (p - y) and runs its gradient
-    products while it is in cache. The (r, V) block is thus read from memory about twice instead of six times, and
-    the products total three r×V×d, the minimum. Returns (loss_r, lse_r, dh_r); dw and db accumulate in place.
+    Sweep 1 computes each tile's logits into `flat` and, while the tile is in cache, turns it into the tile's own
+    softmax in place (one fused row-wise kernel) and keeps the tile's log-sum-exp, max z − log max p. Sweep 2
+    rescales each tile to scale * p (the softmax over all V) and runs its gradient products while it is in cache.
+    The one-hot part of p − y is not subtracted tile by tile: its products are rows of W and h, added once after
+    the sweep (−scale (1 − ε) w_t to dh, −scale (1 − ε) h to dW[t]), and the target logits are one gathered dot
+    product per row. The (r, V) block is read from memory about twice, the products total three r×V×d, the
+    minimum, and a tile costs a handful of operations. Returns (loss_r, lse_r, dh_r); dw and db accumulate in place.
     """
     r, v = h.shape[0], weight.shape[0]
     acc = flat.dtype
     width = max(256, _TILE_BYTES // (4 * r))
-    tiles = []  # (c0, c1, view, tile row max, tile row sum of exp)
-    ar = torch.arange(r, device=h.device)
-    z_t = torch.zeros(r, dtype=acc, device=h.device)
+    tiles = []  # (c0, c1, view, tile log-sum-exp or None)
     z_sum = torch.zeros(r, dtype=acc, device=h.device) if eps and lse_known is None else None
     for c0 in range(0, v, width):
         c1 = min(v, c0 + width)
@@ -217,35 +258,44 @@ def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat,
             z = view
         if lse_known is not None:
             z.sub_(lse_known[:, None]).exp_()  # already normalised: p
-            tiles.append((c0, c1, z, None, None))
+            tiles.append((c0, c1, z, None))
             continue
-        inside = (t >= c0) & (t < c1)
-        z_t += torch.where(inside, z[ar, (t - c0).clamp(0, c1 - c0 - 1)], 0.0)
         if z_sum is not None:
             z_sum += z.sum(1)
         m = z.amax(1)  # (r,) this tile's max
-        z.sub_(m[:, None]).exp_()
-        tiles.append((c0, c1, z, m, z.sum(1)))  # the tile's sum of exp, while it is in cache
+        torch.ops.aten._softmax.out(z, 1, False, out=z)  # in place (the CPU kernel finishes each row's max first)
+        tiles.append((c0, c1, z, m - z.amax(1).log()))  # the tile's log-sum-exp, exact to rounding (max p >= 1/w)
     if lse_known is None:
-        m_all = torch.stack([tile[3] for tile in tiles])  # (tiles, r)
-        s_all = torch.stack([tile[4] for tile in tiles])  # (tiles, r)
-        m_max = m_all.amax(0)  # (r,)
-        lse = m_max + torch.log((s_all * torch.exp(m_all - m_max)).sum(0))  # (r,)
+        lse_tiles = torch.stack([tile[3] for tile in tiles])  # (tiles, r)
+        lse = torch.logsumexp(lse_tiles, 0)  # (r,)
+        z_t = _target_logits(h, weight, bias, t, cdt, acc)  # (r,)
         loss_r = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
     else:
         lse, loss_r = lse_known, None
     if not want_grad:
         return loss_r, lse, None
     dh_r = torch.zeros(r, h.shape[1], dtype=acc, device=h.device) if need[0] else None
-    for c0, c1, p, m, _ in tiles:
-        f = scale[:, 0] if m is None else torch.exp(m - lse) * scale[:, 0]  # (r,) exp(z - m) -> scale * softmax
-        p.mul_(f[:, None])
-        inside = (t >= c0) & (t < c1)
-        p[ar[inside], t[inside] - c0] -= (1 - eps) * scale[inside, 0]
+    f_all = (lse_tiles - lse).exp_().mul_(scale[:, 0]) if lse_known is None else None  # (tiles, r) tile softmax -> p
+    for i, (c0, c1, p, _) in enumerate(tiles):
+        p.mul_((scale[:, 0] if f_all is None else f_all[i])[:, None])
         if eps:
             p -= (eps / v) * scale
         _backprop_block(p, h, weight[c0:c1], c0, dh_r, dw, db, cdt)
+    # the one-hot part of scale * (p − y): −scale (1 − ε) at each row's target
+    y_scale = (-(1 - eps) * scale[:, 0]).to(acc)  # (r,)
+    if dh_r is not None:
+        dh_r.add_(weight.index_select(0, t).to(acc) * y_scale[:, None])
+    if dw is not None:
+        dw.index_add_(0, t, (h.to(acc) * y_scale[:, None]).to(dw.dtype))
+    if db is not None:
+        db.index_add_(0, t, y_scale.to(db.dtype))
     return loss_r, lse, dh_r
+
+
+def _target_logits(h, weight, bias, t, cdt, acc) -> Tensor:
+    """z_{i, t_i} = h_i · w_{t_i} + b_{t_i} for a block of rows: (r,)."""
+    z_t = (h.to(cdt) * weight.index_select(0, t).to(cdt)).sum(1).to(acc)
+    return z_t if bias is None else z_t + bias.index_select(0, t).to(acc)
 
 
 def _softmax_ce_pass(
@@ -278,7 +328,9 @@ def _softmax_ce_pass(
     dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
     db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
 
-    flat = torch.empty(rows * v, dtype=acc, device=hidden.device) if cols == v else None  # reused across blocks
+    # reused across blocks, and across calls on the CPU (_WORKSPACE): a fresh block of up to the memory budget would
+    # cost its first touch, one page fault per 4 KiB, on every call (about a sixth of a step at V = 100k)
+    flat = _WORKSPACE.take((rows * v,), acc, hidden.device) if cols == v else None
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]  # (r, d)
         t = target[r0 : r0 + rows]  # (r,)
@@ -327,6 +379,8 @@ def _softmax_ce_pass(
                 z -= eps / v
             z *= scale
             _backprop_block(z, h, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
+    if flat is not None and flat.device.type == "cpu":
+        _WORKSPACE.give(flat)  # nothing references it any more: every tile was used in this call
     grads = (dh, dw, db) if want_grad else None
     return loss, lse_all, grads
 
@@ -1107,34 +1161,6 @@ class LogisticTail:
         return loss, torch.sigmoid(true) - y
 
 
-class _Workspace(threading.local):
-    """One reusable flat buffer per (dtype, device), per thread: a block that a step needs and frees again.
-
-    On a CPU a fresh block of a few MB costs its first touch (page faults, cache misses) on every step, about as
-    much as the elementwise work on it. A buffer is taken with `take` and given back with `give` once nothing
-    references it any more (after the backward's products); one that is never given back (an evaluation, a graph
-    that is dropped) is simply garbage collected, and the next `take` allocates anew.
-    """
-
-    def __init__(self):
-        self.free: dict = {}
-
-    def take(self, shape: tuple, dtype: torch.dtype, device) -> Tensor:
-        n = math.prod(shape)
-        buf = self.free.pop((dtype, str(device)), None)
-        if buf is None or buf.numel() < n:
-            buf = torch.empty(n, dtype=dtype, device=device)
-        return buf[:n].view(shape)
-
-    def give(self, t: Tensor) -> None:
-        base = t._base if t._base is not None else t
-        key = (t.dtype, str(t.device))
-        kept = self.free.get(key)
-        if kept is None or kept.numel() < base.numel():
-            self.free[key] = base
-
-
-_WORKSPACE = _Workspace()
 
 
 class _FusedSampledLoss(torch.autograd.Function):
