@@ -97,12 +97,13 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="step time and peak memory of every loss against its matmul bound",
         description="Time forward + backward + optimizer step of every registered loss (and the naive "
-        "`hidden @ W.T + b` + cross_entropy reference) at each class count V, next to the bare matrix products "
+        "`hidden @ W.T + b` + cross_entropy reference, and Apple's Cut Cross-Entropy where it is installed) at each "
+        "class count V, next to the bare matrix products "
         "the loss cannot avoid, and print a markdown table. Targets are Zipf-like (log-uniform over ranks) "
         "unless --targets uniform.",
     )
     p.add_argument("--losses", type=_name_list, default=None,
-                   help="comma-separated loss names (the registered losses and 'naive'), or 'all' (default)")
+                   help="comma-separated loss names (the registered losses, 'naive' and 'cce'), or 'all' (default)")
     p.add_argument("--sizes", type=_count_list, default=sizes,
                    help=f"class counts V, comma-separated; k and M suffixes accepted (default: {','.join(map(str, sizes))})")
     p.add_argument("-n", "--batch-size", dest="n", type=_count, default=1024, help="batch size N (default: %(default)s)")

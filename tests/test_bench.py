@@ -15,7 +15,8 @@ from sampledsoftmax.errors import ConfigError, SampledSoftmaxError
 
 TINY = dict(sizes=(300,), n=32, dim=8, num_sampled=16, repeats=2, warmup=1)
 # S of the bound: the sampled losses use num_sampled candidates, in-batch negatives the batch's N targets.
-EXPECTED_S = {"sampled": 16, "nce": 16, "negative": 16, "inbatch": 32, "full": None, "ova": None, "naive": None}
+EXPECTED_S = {"sampled": 16, "nce": 16, "negative": 16, "inbatch": 32, "full": None, "ova": None, "naive": None,
+              "cce": None}
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +25,22 @@ def result() -> bench.BenchResult:
 
 
 def test_one_row_per_loss_and_size_every_registered_loss_and_naive(result):
-    assert [(r["loss"], r["V"]) for r in result.rows] == [(name, 300) for name in [*LOSSES, "naive"]]
+    peers = ["naive", "cce"] if bench.cce_available() else ["naive"]
+    assert [(r["loss"], r["V"]) for r in result.rows] == [(name, 300) for name in [*LOSSES, *peers]]
     assert not result.failed
+
+
+def test_cce_row_is_an_exact_loss_and_missing_cce_is_one_clear_error(result, monkeypatch):
+    """Apple's Cut Cross-Entropy, where installed (the test extras install it), is a row like the exact losses: the
+    same (V, d) bound, a finite loss near log V at initialisation; where it is not, naming it is one ConfigError."""
+    if bench.cce_available():
+        row = next(r for r in result.rows if r["loss"] == "cce")
+        full = next(r for r in result.rows if r["loss"] == "full")
+        assert row["S"] is None and row["grad"] == "dense"
+        assert abs(row["last_loss"] - math.log(300)) < 1.0 and abs(full["last_loss"] - math.log(300)) < 1.0
+    monkeypatch.setitem(__import__("sys").modules, "cut_cross_entropy", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install cut-cross-entropy"):
+        bench.run_cell(bench.BenchConfig(**TINY, losses=("cce",), isolate=False), "cce", 300, "cpu")
 
 
 def test_times_are_positive_and_finite_and_ratio_is_median_over_bound(result):

@@ -52,6 +52,7 @@ from ..training.device import resolve_device as _resolve_device
 from .child import run_in_child
 
 NAIVE = "naive"
+CCE = "cce"
 OPTIMIZERS = ("sgd", "adam")
 TARGETS = ("zipf", "uniform")
 DEVICES = ("auto", "cpu", "cuda")
@@ -135,10 +136,11 @@ def registered_losses() -> list[str]:
 
 
 def resolve_losses(names: tuple[str, ...] | None) -> list[str]:
-    """The loss names to run, in order; ``None`` means every registered loss and the naive reference."""
-    known = registered_losses() + [NAIVE]
+    """The loss names to run, in order; ``None`` means every registered loss, the naive reference and, where
+    Apple's Cut Cross-Entropy is installed, its row."""
+    known = registered_losses() + [NAIVE, CCE]
     if names is None:
-        return known
+        return known if cce_available() else known[:-1]
     out: list[str] = []
     for name in names:
         if name not in known:
@@ -200,6 +202,33 @@ class NaiveSoftmax(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits = hidden @ self.weight.T + self.bias  # (N, V)
         return F.cross_entropy(logits, target)
+
+
+def cce_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("cut_cross_entropy") is not None
+
+
+class CCESoftmax(torch.nn.Module):
+    """Apple's Cut Cross-Entropy (``linear_cross_entropy``), the memory-efficient exact peer: ``impl="torch_compile"``
+    on a CPU (its one CPU path; compiled during the warm-up steps), its Triton ``cce`` kernel on CUDA. It has no bias
+    term (our exact losses do: the products are the same three)."""
+
+    is_sampled = False
+
+    def __init__(self, num_classes: int, dim: int, device: str) -> None:
+        super().__init__()
+        try:
+            from cut_cross_entropy import linear_cross_entropy
+        except ImportError:
+            raise ConfigError("loss cce needs Apple's Cut Cross-Entropy: pip install cut-cross-entropy") from None
+        self._lce = linear_cross_entropy
+        self.impl = "cce" if device == "cuda" else "torch_compile"
+        self.weight = torch.nn.Parameter(torch.randn(num_classes, dim) * dim**-0.5)
+
+    def forward(self, hidden: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self._lce(hidden, self.weight, target, impl=self.impl)
 
 
 # What each loss is given: the sampled ones a sampler, S and sparse grads; in-batch negatives take their candidates
@@ -336,9 +365,9 @@ def run_cell(cfg: BenchConfig, loss_name: str, num_classes: int, device: str) ->
     gen = torch.Generator().manual_seed(cfg.seed)
     n, d = cfg.n, cfg.dim
 
-    if loss_name == NAIVE:
+    if loss_name in (NAIVE, CCE):
         kwargs: dict[str, Any] = {}
-        loss_fn = NaiveSoftmax(num_classes, d)
+        loss_fn = NaiveSoftmax(num_classes, d) if loss_name == NAIVE else CCESoftmax(num_classes, d, device)
     else:
         kwargs = _loss_kwargs(loss_name, cfg)
         loss_fn = build_loss(loss_name, num_classes=num_classes, dim=d, **kwargs)
