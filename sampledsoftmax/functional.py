@@ -233,11 +233,17 @@ def release_workspace() -> None:
 _TILE_BYTES = 2 * 2**20  # one tile of logits stays in cache between its exp and its gradient products
 
 
+def _softmax_in_place_ok(z: Tensor) -> bool:
+    """Whether torch's softmax may write over its input here: the CPU kernel finishes each row's max and sum before
+    it writes the row (tests/test_fused_sampled.py checks it); elsewhere the loss uses exp(z − max) instead."""
+    return z.device.type == "cpu"
+
+
 def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat, dw, db, lse_known):
     """Loss, log-sum-exp and gradients for one block of rows over all V classes, in cache-sized column tiles.
 
     Sweep 1 computes each tile's logits into `flat` and, while the tile is in cache, turns it into the tile's own
-    softmax in place (one fused row-wise kernel) and keeps the tile's log-sum-exp, max z − log max p. Sweep 2
+    softmax in place (one fused row-wise kernel; on CUDA exp(z − max)) and keeps the tile's log-sum-exp. Sweep 2
     rescales each tile to scale * p (the softmax over all V) and runs its gradient products while it is in cache.
     The one-hot part of p − y is not subtracted tile by tile: its products are rows of W and h, added once after
     the sweep (−scale (1 − ε) w_t to dh, −scale (1 − ε) h to dW[t]), and the target logits are one gathered dot
@@ -263,11 +269,16 @@ def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat,
         if z_sum is not None:
             z_sum += z.sum(1)
         m = z.amax(1)  # (r,) this tile's max
-        torch.ops.aten._softmax.out(z, 1, False, out=z)  # in place (the CPU kernel finishes each row's max first)
-        tiles.append((c0, c1, z, m - z.amax(1).log()))  # the tile's log-sum-exp, exact to rounding (max p >= 1/w)
+        if not _softmax_in_place_ok(z):  # exp(z − m) in the buffer: two elementwise kernels
+            tile_lse = m + z.sub_(m[:, None]).exp_().sum(1).log()
+            tiles.append((c0, c1, z, (m, tile_lse)))
+        else:  # the tile's softmax in the buffer: one fused row-wise kernel, in place (it finishes a row's max first)
+            torch.ops.aten._softmax.out(z, 1, False, out=z)
+            tile_lse = m - z.amax(1).log()  # exact to rounding: max p >= 1/w
+            tiles.append((c0, c1, z, (tile_lse, tile_lse)))
     if lse_known is None:
-        lse_tiles = torch.stack([tile[3] for tile in tiles])  # (tiles, r)
-        lse = torch.logsumexp(lse_tiles, 0)  # (r,)
+        held = torch.stack([tile[3][0] for tile in tiles])  # (tiles, r) the buffer holds exp(z − held)
+        lse = torch.logsumexp(torch.stack([tile[3][1] for tile in tiles]), 0)  # (r,)
         z_t = _target_logits(h, weight, bias, t, cdt, acc)  # (r,)
         loss_r = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
     else:
@@ -275,7 +286,7 @@ def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat,
     if not want_grad:
         return loss_r, lse, None
     dh_r = torch.zeros(r, h.shape[1], dtype=acc, device=h.device) if need[0] else None
-    f_all = (lse_tiles - lse).exp_().mul_(scale[:, 0]) if lse_known is None else None  # (tiles, r) tile softmax -> p
+    f_all = (held - lse).exp_().mul_(scale[:, 0]) if lse_known is None else None  # (tiles, r) buffer -> scale * p
     for i, (c0, c1, p, _) in enumerate(tiles):
         p.mul_((scale[:, 0] if f_all is None else f_all[i])[:, None])
         if eps:
@@ -552,7 +563,13 @@ def softcapped_cross_entropy(
 
 
 def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compute_loss=True):
-    """loss_i = Σ_j softplus(z_ij) - Σ_{t ∈ labels_i} z_it; dloss/dz = σ(z) - y. One sweep, column blocks."""
+    """loss_i = Σ_j softplus(z_ij) - Σ_{t ∈ labels_i} z_it; dloss/dz = σ(z) - y. One sweep.
+
+    Column tiles of about `_TILE_BYTES` per block of rows, in one reused buffer: each tile's logits, its softplus sum,
+    σ in place and its two gradient products run while the tile is in cache (the tile's own max is not needed: no
+    normalisation). The labels' part (−z_t in the loss, −y in the gradient) is one gathered dot product per label
+    and an index_add after the sweep, not an indexed write per tile.
+    """
     n = hidden.shape[0]
     v = weight.shape[0]
     cdt = _matmul_dtype(hidden, weight)
@@ -563,26 +580,43 @@ def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compu
     dh = torch.zeros(n, hidden.shape[1], dtype=acc, device=hidden.device) if want_grad and need[0] else None
     dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
     db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
+    width = min(cols, max(256, _TILE_BYTES // (4 * min(rows, max(n, 1)))))
+    flat = _WORKSPACE.take((min(rows, max(n, 1)) * width,), acc, hidden.device)
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]  # (r, d)
         t = target[r0 : r0 + rows]  # (r, T), padding < 0
-        rr = torch.arange(h.shape[0], device=h.device)[:, None].expand_as(t)  # (r, T)
-        scale = None if row_scale is None else row_scale[r0 : r0 + rows].to(acc)[:, None]
-        for c0 in range(0, v, cols):
-            wc = weight[c0 : c0 + cols]
-            z = _block_logits(h, wc, None if bias is None else bias[c0 : c0 + cols], cdt)  # (r, c)
-            inside = (t >= c0) & (t < c0 + z.shape[1])  # (r, T)
-            ri, ci = rr[inside], t[inside] - c0
+        r = h.shape[0]
+        scale = None if row_scale is None else row_scale[r0 : r0 + rows].to(acc)[:, None]  # (r, 1)
+        dh_r = None if dh is None else dh[r0 : r0 + rows]
+        for c0 in range(0, v, width):
+            c1 = min(v, c0 + width)
+            z = _block_logits(h, weight[c0:c1], None if bias is None else bias[c0:c1], cdt,
+                              out=flat[: r * (c1 - c0)].view(r, c1 - c0))  # (r, w)
             if compute_loss:
-                loss[r0 : r0 + rows] += F.softplus(z).sum(1) - torch.zeros_like(loss[: h.shape[0]]).index_add_(
-                    0, ri, z[ri, ci]
-                )
+                loss[r0 : r0 + rows] += F.softplus(z).sum(1)
             if not want_grad:
                 continue
-            z.sigmoid_()
-            z[ri, ci] -= 1.0
-            z *= scale
-            _backprop_block(z, h, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
+            z.sigmoid_().mul_(scale)
+            _backprop_block(z, h, weight[c0:c1], c0, dh_r, dw, db, cdt)
+        # the labels: − z_t in the loss, − scale at (i, t) in dloss/dz
+        valid = t >= 0  # (r, T)
+        tv = t.clamp_min(0)  # (r, T)
+        w_t = weight.index_select(0, tv.reshape(-1)).view(*t.shape, -1)  # (r, T, d)
+        if compute_loss:
+            z_t = (h.to(cdt).unsqueeze(1) * w_t.to(cdt)).sum(-1).to(acc)  # (r, T)
+            if bias is not None:
+                z_t = z_t + bias.index_select(0, tv.reshape(-1)).view(t.shape).to(acc)
+            loss[r0 : r0 + rows] -= (z_t * valid).sum(1)
+        if want_grad:
+            y = valid.to(acc) * scale  # (r, T) the scaled one-hot entries
+            if dh_r is not None:
+                dh_r -= (y.unsqueeze(2) * w_t.to(acc)).sum(1)
+            ids = tv[valid]  # (K,)
+            if dw is not None:
+                dw.index_add_(0, ids, -(y[valid].unsqueeze(1) * h.to(acc).unsqueeze(1).expand(*t.shape, -1)[valid]).to(dw.dtype))
+            if db is not None:
+                db.index_add_(0, ids, -y[valid].to(db.dtype))
+    _WORKSPACE.give(flat)
     return loss, ((dh, dw, db) if want_grad else None)
 
 

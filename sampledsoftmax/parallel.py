@@ -77,6 +77,7 @@ from torch import Tensor, nn
 
 from .errors import InputError, did_you_mean
 from .functional import (
+    _WORKSPACE,
     _acc_dtype,
     _backprop_block,
     _block_logits,
@@ -249,7 +250,8 @@ def _shard_ce_pass(h, w, b, t_local, eps, num_classes, rows_of, budget_bytes, gr
     acc = _acc_dtype(cdt)
     rows, cols = _blocks(n, rows_of, budget_bytes)  # rank-independent: the same blocks of rows on every rank
     rows, cols = max(rows, 1), min(cols, v)
-    buf = torch.empty(min(rows, n) * cols, dtype=acc, device=h.device)  # reused by every block
+    # reused by every block, and across calls on the CPU (functional._WORKSPACE: no fresh pages per call)
+    buf = _WORKSPACE.take((min(rows, n) * cols,), acc, h.device)
     want_grad = row_scale is not None and any(need)
     dh = torch.zeros(n, h.shape[1], dtype=acc, device=h.device) if want_grad and need[0] else None
     dw = torch.zeros(v, w.shape[1], dtype=acc, device=w.device) if want_grad and need[1] else None
@@ -291,6 +293,7 @@ def _shard_ce_pass(h, w, b, t_local, eps, num_classes, rows_of, budget_bytes, gr
             z[ar[inside], tb[inside] - c0] -= 1.0 - eps
             z.mul_(sb)  # (r, c) dloss/dz
             _backprop_block(z, hb, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
+    _WORKSPACE.give(buf)
     return lse, lse_local, ((dh, dw, db) if want_grad else None)
 
 

@@ -385,3 +385,25 @@ def test_candidate_softmax_hands_its_gradient_over_once_and_recomputes_for_a_ret
     for a, r in zip(first, second):
         torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
     assert any(bool(x.abs().sum() > 0) for x in first)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_softmax_ce_tiles_with_and_without_the_in_place_softmax(monkeypatch, in_place, eps):
+    """Both ways a tile is normalised (the CPU's in-place softmax, exp(z − max) elsewhere) give F.cross_entropy's
+    values and gradients, over several tiles."""
+    import sampledsoftmax.functional as fn
+
+    monkeypatch.setattr(fn, "_TILE_BYTES", 1)  # 256-class tiles: V=700 -> 3 tiles, the last partial
+    monkeypatch.setattr(fn, "_softmax_in_place_ok", lambda z: in_place)
+    g = torch.Generator().manual_seed(14)
+    h = torch.randn(30, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(700, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(700, dtype=torch.float64, generator=g, requires_grad=True)
+    t = torch.randint(700, (30,), generator=g)
+    rw = torch.rand(30, dtype=torch.float64, generator=g)
+    ref = (F.cross_entropy(h @ w.T + b, t, reduction="none", label_smoothing=eps) * rw).sum()
+    got = chunked_softmax_cross_entropy(h, w, b, t, row_weight=rw, label_smoothing=eps)
+    torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
+    for a, r in zip(_grads(got, h, w, b), _grads(ref, h, w, b)):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
