@@ -704,35 +704,52 @@ def chunked_topk(
 
 
 class _OnlineLSE:
-    """The running log-sum-exp of rows of logits seen one column block at a time: max m and Σ exp(z - m) per row."""
+    """The log-sum-exp of rows of logits seen one column tile at a time: each tile's own log-sum-exp, combined at
+    the end. `add` may overwrite the tile (on the CPU it becomes the tile's softmax in place: one fused kernel)."""
 
     def __init__(self, rows: int, dtype: torch.dtype, device):
-        self.m = torch.full((rows,), -math.inf, dtype=dtype, device=device)
-        self.s = torch.zeros(rows, dtype=dtype, device=device)
+        self.parts: list[Tensor] = []
+        self.rows, self.dtype, self.device = rows, dtype, device
 
     def add(self, z: Tensor) -> None:
-        m_new = torch.maximum(self.m, z.amax(1))
-        self.s = self.s * (self.m - m_new).exp() + (z - m_new[:, None]).exp().sum(1)
-        self.m = m_new
+        if _softmax_in_place_ok(z) and z.shape[1]:
+            m = z.amax(1)  # (r,)
+            torch.ops.aten._softmax.out(z, 1, False, out=z)
+            self.parts.append(m - z.amax(1).log())  # exact to rounding: max p >= 1/w
+        else:
+            self.parts.append(torch.logsumexp(z, 1))
 
     def value(self) -> Tensor:
-        return self.m + self.s.log()
+        if not self.parts:
+            return torch.full((self.rows,), -math.inf, dtype=self.dtype, device=self.device)
+        return torch.logsumexp(torch.stack(self.parts), 0)
 
 
-def _logit_blocks(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], memory_budget_mb: Optional[float]):
+def _logit_blocks(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], memory_budget_mb: Optional[float],
+                  tiles: bool = True):
     """The (N, V) logits without the (N, V) tensor: yields (r0, h, columns) per block of rows, `columns` yielding
-    (c0, z) with z the fp32 (fp64 for fp64 inputs) logits of rows r0.. and columns c0.. of the block."""
+    (c0, z) with z the fp32 (fp64 for fp64 inputs) logits of rows r0.. and columns c0.. of the block.
+
+    The column blocks are cache-sized tiles (about `_TILE_BYTES`, within the memory budget), or with tiles=False as
+    wide as the budget allows (torch's top-k costs ~10 ns an element on rows of a few hundred, less on long rows).
+    They share one reused buffer: a consumer may change z in place but must be done with it before the next one.
+    """
     n, v = hidden.shape[0], weight.shape[0]
     cdt = _matmul_dtype(hidden, weight)
     rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
+    width = min(cols, max(256, _TILE_BYTES // (4 * max(1, min(rows, n))))) if tiles else cols
+    flat = _WORKSPACE.take((max(1, min(rows, n)) * width,), _acc_dtype(cdt), hidden.device)
 
     def columns(h):
-        for c0 in range(0, v, cols):
-            yield c0, _block_logits(h, weight[c0 : c0 + cols], None if bias is None else bias[c0 : c0 + cols], cdt)
+        for c0 in range(0, v, width):
+            c1 = min(v, c0 + width)
+            view = flat[: h.shape[0] * (c1 - c0)].view(h.shape[0], c1 - c0)
+            yield c0, _block_logits(h, weight[c0:c1], None if bias is None else bias[c0:c1], cdt, out=view)
 
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]
         yield r0, h, columns(h)
+    _WORKSPACE.give(flat)
 
 
 def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
@@ -740,18 +757,17 @@ def _chunked_topk(hidden, weight, bias, k, memory_budget_mb):
     acc = _acc_dtype(_matmul_dtype(hidden, weight))
     ids_out = torch.empty(n, k, dtype=torch.long, device=hidden.device)
     probs_out = torch.empty(n, k, dtype=acc, device=hidden.device)
-    for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb):
-        best_v = torch.full((h.shape[0], 0), -math.inf, dtype=acc, device=h.device)
-        best_i = torch.zeros((h.shape[0], 0), dtype=torch.long, device=h.device)
+    for r0, h, columns in _logit_blocks(hidden, weight, bias, memory_budget_mb, tiles=False):
+        cand_v, cand_i = [], []  # each tile's top k, merged once after the sweep
         lse = _OnlineLSE(h.shape[0], acc, h.device)
         for c0, z in columns:
-            lse.add(z)
             top_v, top_i = z.topk(min(k, z.shape[1]), dim=1)
-            cand_v = torch.cat([best_v, top_v], 1)
-            cand_i = torch.cat([best_i, top_i + c0], 1)
-            best_v, pos = cand_v.topk(min(k, cand_v.shape[1]), dim=1)
-            best_i = cand_i.gather(1, pos)
-        ids_out[r0 : r0 + h.shape[0]] = best_i
+            cand_v.append(top_v)
+            cand_i.append(top_i.add_(c0))
+            lse.add(z)  # last: it may overwrite z
+        cand = torch.cat(cand_v, 1)
+        best_v, pos = cand.topk(min(k, cand.shape[1]), dim=1)
+        ids_out[r0 : r0 + h.shape[0]] = torch.cat(cand_i, 1).gather(1, pos)
         probs_out[r0 : r0 + h.shape[0]] = (best_v - lse.value()[:, None]).exp()
     return ids_out, probs_out
 
@@ -798,11 +814,14 @@ def _lse_and_rank_counts(hidden, weight, bias, zt, own, memory_budget_mb):
         r1, t, zr = r0 + h.shape[0], own[r0 : r0 + h.shape[0]], zt[r0 : r0 + h.shape[0], None]  # (r,), (r, 1)
         lse = _OnlineLSE(h.shape[0], zt.dtype, h.device)
         for c0, z in columns:
-            lse.add(z)
             inside = (t >= c0) & (t < c0 + z.shape[1])  # the target's own column neither outranks nor ties it
-            z[inside, (t[inside] - c0)] = -math.inf
+            own_rows, own_cols = inside.nonzero().squeeze(1), t[inside] - c0
+            own_z = z[own_rows, own_cols]  # (K,) kept for the log-sum-exp
+            z[own_rows, own_cols] = -math.inf
             greater[r0:r1] += (z > zr).sum(1)
             ties[r0:r1] += (z == zr).sum(1)
+            z[own_rows, own_cols] = own_z
+            lse.add(z)  # last: it may overwrite z
         lse_out[r0:r1] = lse.value()
     return lse_out, greater, ties
 
