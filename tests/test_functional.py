@@ -407,3 +407,31 @@ def test_softmax_ce_tiles_with_and_without_the_in_place_softmax(monkeypatch, in_
     torch.testing.assert_close(got, ref, rtol=1e-10, atol=1e-10)
     for a, r in zip(_grads(got, h, w, b), _grads(ref, h, w, b)):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_evaluation_over_many_tiles_matches_the_full_logits(monkeypatch, in_place):
+    """Exact NLL, rank counts and top-k over 256-class tiles (the last partial), targets on tile edges, ties
+    included, with and without the in-place per-tile softmax: the same as on the full (N, V) logits."""
+    import sampledsoftmax.functional as fn
+    from sampledsoftmax.functional import chunked_nll_and_rank
+
+    monkeypatch.setattr(fn, "_TILE_BYTES", 1)
+    monkeypatch.setattr(fn, "_softmax_in_place_ok", lambda z: in_place)
+    g = torch.Generator().manual_seed(15)
+    h = torch.randint(-2, 3, (40, 3), generator=g).double()  # integer entries: exact logits, real ties
+    w = torch.randint(-2, 3, (700, 3), generator=g).double()
+    b = torch.randint(-2, 3, (700,), generator=g).double()
+    t = torch.randint(700, (40,), generator=g)
+    t[:5] = torch.tensor([0, 255, 256, 511, 699])
+    z = h @ w.T + b
+    nll, greater, ties = chunked_nll_and_rank(h, w, b, t)
+    zt = z.gather(1, t[:, None])
+    others = torch.ones_like(z, dtype=torch.bool).scatter_(1, t[:, None], False)
+    torch.testing.assert_close(nll, torch.logsumexp(z, 1) - zt[:, 0], rtol=1e-12, atol=1e-12)
+    assert torch.equal(greater, ((z > zt) & others).sum(1)) and torch.equal(ties, ((z == zt) & others).sum(1))
+    hc, wc, bc = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((40, 3), (700, 3), (700,)))
+    ids, probs = chunked_topk(hc, wc, bc, 7)  # continuous entries: no ties among the top k
+    ref_p, ref_i = torch.softmax(hc @ wc.T + bc, 1).topk(7, dim=1)
+    assert torch.equal(ids, ref_i)
+    torch.testing.assert_close(probs, ref_p, rtol=1e-12, atol=1e-12)
