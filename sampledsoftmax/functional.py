@@ -242,19 +242,38 @@ def _softmax_in_place_ok(z: Tensor) -> bool:
 def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat, dw, db, lse_known):
     """Loss, log-sum-exp and gradients for one block of rows over all V classes, in cache-sized column tiles.
 
-    Sweep 1 computes each tile's logits into `flat` and, while the tile is in cache, turns it into the tile's own
-    softmax in place (one fused row-wise kernel; on CUDA exp(z − max)) and keeps the tile's log-sum-exp. Sweep 2
-    rescales each tile to scale * p (the softmax over all V) and runs its gradient products while it is in cache.
-    The one-hot part of p − y is not subtracted tile by tile: its products are rows of W and h, added once after
-    the sweep (−scale (1 − ε) w_t to dh, −scale (1 − ε) h to dW[t]), and the target logits are one gathered dot
-    product per row. The (r, V) block is read from memory about twice, the products total three r×V×d, the
-    minimum, and a tile costs a handful of operations. Returns (loss_r, lse_r, dh_r); dw and db accumulate in place.
+    Sweep 1 (`_tile_sweep`) computes each tile's logits into `flat` and, while the tile is in cache, turns it into the
+    tile's own softmax in place (one fused row-wise kernel; on CUDA exp(z − max)) and keeps the tile's log-sum-exp.
+    Sweep 2 (`_tile_gradients`) rescales each tile to scale * p (the softmax over all V) and runs its gradient
+    products while it is in cache. The one-hot part of p − y is not subtracted tile by tile: its products are rows of
+    W and h, added once after the sweep, and the target logits are one gathered dot product per row. The (r, V) block
+    is read from memory about twice, the products total three r×V×d, the minimum, and a tile costs a handful of
+    operations. Returns (loss_r, lse_r, dh_r); dw and db accumulate in place.
+    """
+    v = weight.shape[0]
+    tiles, held, lse, z_sum = _tile_sweep(h, weight, bias, cdt, flat, lse_known, eps and lse_known is None)
+    if lse_known is None:
+        z_t = _target_logits(h, weight, bias, t, cdt, flat.dtype)  # (r,)
+        loss_r = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
+    else:
+        loss_r = None
+    if not want_grad:
+        return loss_r, lse, None
+    dh_r = _tile_gradients(tiles, held, lse, h, weight, t, eps, v, scale, need, cdt, dw, db)
+    return loss_r, lse, dh_r
+
+
+def _tile_sweep(h, weight, bias, cdt, flat, lse_known=None, want_sum=False):
+    """Sweep 1 over the columns of `weight` in cache-sized tiles of `flat` (a buffer of r × V).
+
+    Returns (tiles, held, lse, z_sum): tiles [(c0, c1, view)], each view holding exp(z − held[i]) (with `lse_known`:
+    the softmax p itself, held None); lse (r,) the log-sum-exp over these columns; z_sum (r,) Σ_j z_ij if want_sum.
     """
     r, v = h.shape[0], weight.shape[0]
     acc = flat.dtype
-    width = max(256, _TILE_BYTES // (4 * r))
-    tiles = []  # (c0, c1, view, tile log-sum-exp or None)
-    z_sum = torch.zeros(r, dtype=acc, device=h.device) if eps and lse_known is None else None
+    width = max(256, _TILE_BYTES // (4 * max(r, 1)))
+    tiles, held, parts = [], [], []
+    z_sum = torch.zeros(r, dtype=acc, device=h.device) if want_sum else None
     for c0 in range(0, v, width):
         c1 = min(v, c0 + width)
         view = flat[c0 * r : c1 * r].view(r, c1 - c0)
@@ -262,45 +281,49 @@ def _softmax_ce_rows(h, weight, bias, t, eps, scale, want_grad, need, cdt, flat,
         if z.data_ptr() != view.data_ptr():
             view.copy_(z)
             z = view
+        tiles.append((c0, c1, z))
         if lse_known is not None:
             z.sub_(lse_known[:, None]).exp_()  # already normalised: p
-            tiles.append((c0, c1, z, None))
             continue
         if z_sum is not None:
             z_sum += z.sum(1)
         m = z.amax(1)  # (r,) this tile's max
         if not _softmax_in_place_ok(z):  # exp(z − m) in the buffer: two elementwise kernels
-            tile_lse = m + z.sub_(m[:, None]).exp_().sum(1).log()
-            tiles.append((c0, c1, z, (m, tile_lse)))
+            held.append(m)
+            parts.append(m + z.sub_(m[:, None]).exp_().sum(1).log())
         else:  # the tile's softmax in the buffer: one fused row-wise kernel, in place (it finishes a row's max first)
             torch.ops.aten._softmax.out(z, 1, False, out=z)
-            tile_lse = m - z.amax(1).log()  # exact to rounding: max p >= 1/w
-            tiles.append((c0, c1, z, (tile_lse, tile_lse)))
-    if lse_known is None:
-        held = torch.stack([tile[3][0] for tile in tiles])  # (tiles, r) the buffer holds exp(z − held)
-        lse = torch.logsumexp(torch.stack([tile[3][1] for tile in tiles]), 0)  # (r,)
-        z_t = _target_logits(h, weight, bias, t, cdt, acc)  # (r,)
-        loss_r = lse - (1 - eps) * z_t - (eps / v * z_sum if eps else 0.0)
-    else:
-        lse, loss_r = lse_known, None
-    if not want_grad:
-        return loss_r, lse, None
-    dh_r = torch.zeros(r, h.shape[1], dtype=acc, device=h.device) if need[0] else None
-    f_all = (held - lse).exp_().mul_(scale[:, 0]) if lse_known is None else None  # (tiles, r) buffer -> scale * p
-    for i, (c0, c1, p, _) in enumerate(tiles):
+            parts.append(m - z.amax(1).log())  # the tile's log-sum-exp, exact to rounding: max p >= 1/w
+            held.append(parts[-1])
+    if lse_known is not None:
+        return tiles, None, lse_known, None
+    if not tiles:  # no columns
+        return tiles, None, torch.full((r,), -math.inf, dtype=acc, device=h.device), z_sum
+    return tiles, torch.stack(held), torch.logsumexp(torch.stack(parts), 0), z_sum
+
+
+def _tile_gradients(tiles, held, lse, h, weight, t, eps, num_classes, scale, need, cdt, dw, db):
+    """Sweep 2: each tile of `_tile_sweep` becomes scale · (p − ε/V) over its columns (p the softmax with log-sum-exp
+    `lse`) and runs its products; then the one-hot part, −scale (1 − ε) at column t_i (t_i < 0: not in these
+    columns), as rows of W and h. Returns dh (r, d) (None if not needed); dw and db accumulate in place."""
+    acc = _acc_dtype(cdt)
+    dh = torch.zeros(h.shape[0], h.shape[1], dtype=acc, device=h.device) if need[0] else None
+    f_all = None if held is None else (held - lse).exp_().mul_(scale[:, 0])  # (tiles, r) buffer -> scale * p
+    for i, (c0, c1, p) in enumerate(tiles):
         p.mul_((scale[:, 0] if f_all is None else f_all[i])[:, None])
         if eps:
-            p -= (eps / v) * scale
-        _backprop_block(p, h, weight[c0:c1], c0, dh_r, dw, db, cdt)
-    # the one-hot part of scale * (p − y): −scale (1 − ε) at each row's target
-    y_scale = (-(1 - eps) * scale[:, 0]).to(acc)  # (r,)
-    if dh_r is not None:
-        dh_r.add_(weight.index_select(0, t).to(acc) * y_scale[:, None])
+            p -= (eps / num_classes) * scale
+        _backprop_block(p, h, weight[c0:c1], c0, dh, dw, db, cdt)
+    owned = t >= 0
+    rows, tt = (slice(None), t) if bool(owned.all()) else (owned.nonzero().squeeze(1), t[owned])
+    y_scale = (-(1 - eps) * scale[rows, 0]).to(acc)  # (K,)
+    if dh is not None:
+        dh[rows] += weight.index_select(0, tt).to(acc) * y_scale[:, None]
     if dw is not None:
-        dw.index_add_(0, t, (h.to(acc) * y_scale[:, None]).to(dw.dtype))
+        dw.index_add_(0, tt, (h[rows].to(acc) * y_scale[:, None]).to(dw.dtype))
     if db is not None:
-        db.index_add_(0, t, y_scale.to(db.dtype))
-    return loss_r, lse, dh_r
+        db.index_add_(0, tt, y_scale.to(db.dtype))
+    return dh
 
 
 def _target_logits(h, weight, bias, t, cdt, acc) -> Tensor:

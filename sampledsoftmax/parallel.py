@@ -79,6 +79,8 @@ from .errors import InputError, did_you_mean
 from .functional import (
     _WORKSPACE,
     _acc_dtype,
+    _tile_gradients,
+    _tile_sweep,
     _backprop_block,
     _block_logits,
     _blocks,
@@ -239,9 +241,10 @@ def _shard_ce_pass(h, w, b, t_local, eps, num_classes, rows_of, budget_bytes, gr
     all-reduce MAX and one SUM per block of rows: the blocks are cut from `rows_of`, the largest shard size, so every
     rank runs the same number of them). With `row_scale`: the gradients of Σ_i row_scale_i · loss_i through this
     shard, G = scale_i · (softmax_ij − (1 − ε)[j = t_i] − ε / V) on its columns j: dH = G W_r (this shard's part, to
-    be summed over the group), dW_r = Gᵀ H, db_r = Σ_i G. When a block of rows spans the whole shard, its logits are
-    still in the buffer when the global log-sum-exp arrives, so forward and gradients cost three N×V_r×d products,
-    as the single-process loss; otherwise (or given `lse_known`) a second sweep recomputes them.
+    be summed over the group), dW_r = Gᵀ H, db_r = Σ_i G. When a block of rows spans the whole shard it runs the
+    single-process loss's cache-sized tiles (`functional._tile_sweep`, `_tile_gradients`): its logits are still in
+    the buffer when the global log-sum-exp arrives, so forward and gradients cost three N×V_r×d products; otherwise
+    a second sweep over blocks of columns recomputes them.
 
     Returns (lse (N,) global, lse_local (N,) or None, (dH, dW, db) or None).
     """
@@ -260,21 +263,29 @@ def _shard_ce_pass(h, w, b, t_local, eps, num_classes, rows_of, budget_bytes, gr
     lse_local = torch.empty(n, dtype=acc, device=h.device) if lse_known is None else None
     for r0 in range(0, n, rows):
         hb, tb = h[r0 : r0 + rows], t_local[r0 : r0 + rows]  # (r, d), (r,)
-        kept = None  # (exp(z − m) in the buffer, m) when the block of rows spans the whole shard
+        if cols == v:  # the block of rows spans the whole shard: the single-process tiles (three products)
+            known = None if lse_known is None else lse_known[r0 : r0 + rows]
+            tiles, held, lse_r, _ = _tile_sweep(hb, w, b, cdt, buf, known)
+            if lse_known is None:
+                lse_local[r0 : r0 + rows] = lse_r
+                lse[r0 : r0 + rows] = _combine_lse(lse_r, group)
+            if want_grad:
+                sb = row_scale[r0 : r0 + rows].to(acc)[:, None]  # (r, 1)
+                dh_r = _tile_gradients(tiles, held, lse[r0 : r0 + rows], hb, w, tb, eps, num_classes, sb, need, cdt,
+                                       dw, db)
+                if dh is not None:
+                    dh[r0 : r0 + rows] = dh_r
+            continue
+        # the shard is too wide for one block of rows: an online log-sum-exp over blocks of columns, and a second
+        # sweep that recomputes them for the gradients
         if lse_known is None:
-            if cols == v:
-                z = _logits_block(buf, hb, w, b, cdt)  # (r, V_r)
-                m = z.amax(1)  # (r,)
-                s = z.sub_(m[:, None]).exp_().sum(1)
-                kept = (z, m)
-            else:  # online log-sum-exp over blocks of columns
-                m = torch.full((hb.shape[0],), -math.inf, dtype=acc, device=h.device)
-                s = torch.zeros(hb.shape[0], dtype=acc, device=h.device)
-                for c0 in range(0, v, cols):
-                    z = _logits_block(buf, hb, w[c0 : c0 + cols], None if b is None else b[c0 : c0 + cols], cdt)
-                    m_new = torch.maximum(m, z.amax(1))
-                    s = s * (m - m_new).exp() + z.sub_(m_new[:, None]).exp_().sum(1)
-                    m = m_new
+            m = torch.full((hb.shape[0],), -math.inf, dtype=acc, device=h.device)
+            s = torch.zeros(hb.shape[0], dtype=acc, device=h.device)
+            for c0 in range(0, v, cols):
+                z = _logits_block(buf, hb, w[c0 : c0 + cols], None if b is None else b[c0 : c0 + cols], cdt)
+                m_new = torch.maximum(m, z.amax(1))
+                s = s * (m - m_new).exp() + z.sub_(m_new[:, None]).exp_().sum(1)
+                m = m_new
             lse_local[r0 : r0 + rows] = m + s.log()
             lse[r0 : r0 + rows] = _combine_lse(lse_local[r0 : r0 + rows], group)
         if not want_grad:
@@ -283,10 +294,7 @@ def _shard_ce_pass(h, w, b, t_local, eps, num_classes, rows_of, budget_bytes, gr
         ar = torch.arange(hb.shape[0], device=h.device)
         for c0 in range(0, v, cols):
             wc = w[c0 : c0 + cols]
-            if kept is not None:
-                z = kept[0].mul_((kept[1][:, None] - lb).exp_())  # exp(z − m) -> the global softmax
-            else:
-                z = _logits_block(buf, hb, wc, None if b is None else b[c0 : c0 + cols], cdt).sub_(lb).exp_()
+            z = _logits_block(buf, hb, wc, None if b is None else b[c0 : c0 + cols], cdt).sub_(lb).exp_()
             if eps:
                 z.sub_(eps / num_classes)
             inside = (tb >= c0) & (tb < c0 + z.shape[1])
