@@ -25,7 +25,6 @@ import math
 from typing import Optional, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import InputError, did_you_mean
