@@ -154,3 +154,22 @@ def test_each_loss_gets_its_kind_of_settings():
     assert bench._loss_kwargs("negative", cfg)["shared"] is True
     per_example = bench.BenchConfig(**TINY, per_example_negatives=True)
     assert bench._loss_kwargs("negative", per_example)["shared"] is False
+
+
+def test_step_parts_script_prints_phases_bound_and_operators(capsys):
+    """scripts/bench_step_parts.py: the phases of a step add up to the step, next to the bound and the operators."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "bench_step_parts.py"
+    spec = importlib.util.spec_from_file_location("bench_step_parts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["sampled", "2k", "--steps", "3", "--top", "4"]) == 0
+    out = capsys.readouterr().out
+    phases = {line.split()[0]: float(line.split()[1]) for line in out.splitlines()
+              if line.strip().split(" ")[0] in ("zero_grad", "sample", "forward", "backward", "optimizer", "step")}
+    assert set(phases) == {"zero_grad", "sample", "forward", "backward", "optimizer", "step"}
+    assert abs(sum(v for k, v in phases.items() if k != "step") - phases["step"]) < 1e-2
+    assert "ratio" in out and "operators by self time" in out
+    assert "aten::mm" in out or "aten::addmm" in out
