@@ -13,7 +13,14 @@ to fp32, and accumulate the gradients of the hidden states, the weight and the b
   block by block (four products).
 
 Sampled losses all go through `sampled_logits`, which computes the true and sampled logits, subtracts the log
-expected counts (log-Q correction) and removes accidental hits. Each loss is then a few lines on top of it.
+expected counts (log-Q correction) and removes accidental hits. Each loss is then its last line on top of it, a
+`SoftmaxTail` or `LogisticTail` (`sampled_loss`); with shared candidates on the CPU the product, the removal and that
+last line run fused in one reused (N, S) buffer (`_FusedSampledLoss`), the same values and gradients.
+
+Elementwise work runs in torch's own row-wise kernels, in place, tile by tile while a tile is in cache (the softmax
+of a tile is computed over its own logits: `_softmax_in_place_ok`). On the CPU the large blocks (the exact block of
+logits, the sampled (N, S) block) are kept between calls in `_WORKSPACE` instead of being page-faulted in again on
+every step; `release_workspace()` frees them.
 """
 
 from __future__ import annotations
