@@ -19,7 +19,7 @@ def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def _setup(name, dtype, counts, seed=0, n_true=1):
+def _setup(name, dtype, counts, seed=0, n_true=1, S=S):
     g = _gen(seed)
     kwargs = {"num_sampled": S, "generator": _gen(1)}
     if name == "negative":
@@ -82,6 +82,34 @@ def test_fused_path_equals_the_plain_formula(name, dtype, counts, n_true):
         torch.testing.assert_close(a.to_dense() if a.is_sparse else a, b.to_dense() if b.is_sparse else b, **tol)
 
 
+@pytest.mark.parametrize("name", ["nce", "negative"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_logistic_tail_over_many_factors_equals_softplus(name, dtype, scale):
+    """The logistic tail sums softplus as Σ max(z, 0) − log Π max(σ, 1 − σ) over 64 factors at a time (S = 150: two
+    whole products and a remainder). Its loss against log(1 + e^z) summed in float64 from the same logits: float64
+    to rounding, float32 within its tolerance, also with logits of magnitude ~30 (where F.softplus itself returns z
+    above its threshold of 20, and most terms fall below float32's resolution next to 1); gradients as unfused."""
+    loss, h, t, smp = _setup(name, dtype, counts=False, S=150)
+    with torch.no_grad():
+        loss.weight.mul_(scale)
+    up = torch.randn(N, generator=_gen(6), dtype=dtype)
+    tt = t.view(-1, 1)
+    got = _per_row_and_grads(lambda: loss._per_row(h, tt, smp), loss, h, up)
+
+    def exact():  # log(1 + e^z) as logaddexp(z, 0): no threshold, unlike F.softplus
+        s = loss.corrected_logits(h, tt, smp)
+        y = loss.tail.labels(s.true_removed, s.true.dtype)
+        zero_t, zero_s = torch.zeros_like(s.true), torch.zeros_like(s.sampled)
+        return (torch.logaddexp(s.true, zero_t) - y * s.true).sum(1) + torch.logaddexp(s.sampled, zero_s).sum(1)
+
+    want = _per_row_and_grads(exact, loss, h, up)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(got[0], want[0], **tol)
+    for a, b in zip(got[1], want[1]):
+        torch.testing.assert_close(a.to_dense() if a.is_sparse else a, b.to_dense() if b.is_sparse else b, **tol)
+
+
 @pytest.mark.parametrize("name", ["sampled", "nce"])
 def test_fused_path_recomputes_for_a_retained_graph(name):
     loss, h, t, smp = _setup(name, torch.float64, counts=True)
@@ -119,3 +147,23 @@ def test_softmax_in_place_is_the_softmax(dtype, cols):
     want = torch.softmax(z, 1)
     torch.ops.aten._softmax.out(z, 1, False, out=z)
     torch.testing.assert_close(z, want, rtol=0, atol=0)
+
+
+def test_workspace_keeps_the_largest_block_and_only_a_small_second_one():
+    from sampledsoftmax.functional import _SECOND_BUFFER_BYTES, _Workspace
+
+    ws = _Workspace()
+    big = ws.take((_SECOND_BUFFER_BYTES // 4 + 10,), torch.float32, "cpu")  # just over the second-buffer limit
+    bigger = ws.take((_SECOND_BUFFER_BYTES // 4 + 20,), torch.float32, "cpu")
+    small_a, small_b = ws.take((1000,), torch.float32, "cpu"), ws.take((2000,), torch.float32, "cpu")
+    ws.give(big)
+    ws.give(bigger)
+    assert [b.numel() for b in ws.free[(torch.float32, "cpu")]] == [bigger.numel()]  # never two big blocks
+    ws.give(small_a)
+    ws.give(small_b)
+    assert [b.numel() for b in ws.free[(torch.float32, "cpu")]] == [bigger.numel(), 2000]
+    again = ws.take((500,), torch.float32, "cpu")  # the smallest buffer that fits
+    assert again.data_ptr() == small_b.data_ptr()
+    ws.give(again)
+    ws.give(again)  # twice: kept once
+    assert len(ws.free[(torch.float32, "cpu")]) == 2
