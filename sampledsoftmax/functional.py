@@ -328,13 +328,12 @@ def _tile_gradients(tiles, held, lse, h, weight, t, eps, num_classes, scale, nee
         if eps:
             p -= (eps / num_classes) * scale
         _backprop_block(p, h, weight[c0:c1], c0, dh, dw, db, cdt)
-    owned = t >= 0
-    rows, tt = (slice(None), t) if bool(owned.all()) else (owned.nonzero().squeeze(1), t[owned])
-    y_scale = (-(1 - eps) * scale[rows, 0]).to(acc)  # (K,)
+    tt = t.clamp_min(0)  # rows whose target is not in these columns add 0 (no host sync to find them)
+    y_scale = torch.where(t >= 0, -(1 - eps) * scale[:, 0], 0.0).to(acc)  # (r,)
     if dh is not None:
-        dh[rows] += weight.index_select(0, tt).to(acc) * y_scale[:, None]
+        dh += weight.index_select(0, tt).to(acc) * y_scale[:, None]
     if dw is not None:
-        dw.index_add_(0, tt, (h[rows].to(acc) * y_scale[:, None]).to(dw.dtype))
+        dw.index_add_(0, tt, (h.to(acc) * y_scale[:, None]).to(dw.dtype))
     if db is not None:
         db.index_add_(0, tt, y_scale.to(db.dtype))
     return dh
@@ -427,7 +426,7 @@ def _softmax_ce_pass(
                 z -= eps / v
             z *= scale
             _backprop_block(z, h, wc, c0, None if dh is None else dh[r0 : r0 + rows], dw, db, cdt)
-    if flat is not None and flat.device.type == "cpu":
+    if flat is not None:
         _WORKSPACE.give(flat)  # nothing references it any more: every tile was used in this call
     grads = (dh, dw, db) if want_grad else None
     return loss, lse_all, grads
@@ -1085,6 +1084,7 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
     if b_all is not None:
         b_true, b_samp = b_all.split([n_t, b_all.shape[0] - n_t])  # (N*T,), (S,) or (N*S,)
     true = (w_true * h.unsqueeze(1)).sum(-1).to(acc)  # (N, T)
+    fused = not per_example and softcap is None and cdt == acc and not ids.is_cuda  # shared candidates, CPU
     if softcap is not None:  # cap the raw logits (bias inside), then correct: no fused product here
         samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc)  # (N, S)
         if b_all is not None:
@@ -1103,15 +1103,15 @@ def _sampled_logits(hidden, weight, bias, target, sample, subtract_log_q, remove
         if subtract_log_q:
             true = true - sample.log_q_true.to(acc)
             offset = offset - sample.log_q_sampled.to(acc)
-        if not per_example and cdt == acc and not ids.is_cuda:
-            pass  # the product is _SampledBlock's, below
+        if fused:
+            pass  # the product is _SampledBlock's or _FusedSampledLoss's, below
         elif not per_example and cdt == acc:
             samp = torch.addmm(offset.expand(ids.shape), h, w_samp.to(cdt).t())  # (N, S) bias and correction fused in
         else:
             samp = _raw_sampled(h, w_samp, ids, n, d, cdt, acc) + offset  # (N, S)
 
     counts = getattr(sample, "counts", None)
-    if not per_example and softcap is None and cdt == acc and not ids.is_cuda:
+    if fused:
         # shared candidates on the CPU: the product, the offsets and the removal in one node (see _SampledBlock)
         invalid = ids < 0  # (S,)
         rows, cols = _shared_hits(ids, target) if remove_accidental_hits else (None, None)
@@ -1269,8 +1269,6 @@ class LogisticTail:
         if counts is not None:
             z.mul_(counts)
         return loss, torch.sigmoid(true) - y
-
-
 
 
 class _FusedSampledLoss(torch.autograd.Function):
