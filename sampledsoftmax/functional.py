@@ -247,6 +247,14 @@ def release_workspace() -> None:
 _TILE_BYTES = 2 * 2**20  # one tile of logits stays in cache between its exp and its gradient products
 
 
+def _softmax_rows_(z: Tensor) -> Tensor:
+    """z (r, w) becomes softmax(z) row by row, in place (one fused CPU kernel; see `_softmax_in_place_ok`); returns
+    the rows' log-sum-exp, max z − log max p: exact to rounding, since max p >= 1/w."""
+    m = z.amax(1)  # (r,)
+    torch.ops.aten._softmax.out(z, 1, False, out=z)
+    return m - z.amax(1).log()
+
+
 def _softmax_in_place_ok(z: Tensor) -> bool:
     """Whether torch's softmax may write over its input here: the CPU kernel finishes each row's max and sum before
     it writes the row (tests/test_fused_sampled.py checks it); elsewhere the loss uses exp(z − max) instead."""
@@ -301,13 +309,12 @@ def _tile_sweep(h, weight, bias, cdt, flat, lse_known=None, want_sum=False):
             continue
         if z_sum is not None:
             z_sum += z.sum(1)
-        m = z.amax(1)  # (r,) this tile's max
         if not _softmax_in_place_ok(z):  # exp(z − m) in the buffer: two elementwise kernels
+            m = z.amax(1)  # (r,) this tile's max
             held.append(m)
             parts.append(m + z.sub_(m[:, None]).exp_().sum(1).log())
-        else:  # the tile's softmax in the buffer: one fused row-wise kernel, in place (it finishes a row's max first)
-            torch.ops.aten._softmax.out(z, 1, False, out=z)
-            parts.append(m - z.amax(1).log())  # the tile's log-sum-exp, exact to rounding: max p >= 1/w
+        else:  # the tile's softmax in the buffer: one fused row-wise kernel, in place
+            parts.append(_softmax_rows_(z))
             held.append(parts[-1])
     if lse_known is not None:
         return tiles, None, lse_known, None
@@ -749,9 +756,7 @@ class _OnlineLSE:
 
     def add(self, z: Tensor) -> None:
         if _softmax_in_place_ok(z) and z.shape[1]:
-            m = z.amax(1)  # (r,)
-            torch.ops.aten._softmax.out(z, 1, False, out=z)
-            self.parts.append(m - z.amax(1).log())  # exact to rounding: max p >= 1/w
+            self.parts.append(_softmax_rows_(z))
         else:
             self.parts.append(torch.logsumexp(z, 1))
 
@@ -1205,9 +1210,7 @@ class SoftmaxTail:
         """Loss (N,) and dloss/dtrue (N, T); z (N, S) is overwritten by dloss/dz (when need_grad)."""
         if counts is not None:
             z += counts.log()  # a class drawn k times counts k times
-        m = z.amax(1, keepdim=True)  # (N, 1)
-        torch.ops.aten._softmax.out(z, 1, False, out=z)  # in place: the CPU kernel finishes each row's max first
-        lse_s = m - z.amax(1, keepdim=True).log()  # (N, 1) exact to rounding: max p >= 1/S (see _candidate_softmax)
+        lse_s = _softmax_rows_(z).unsqueeze(1)  # (N, 1); z is now the softmax over the sampled columns
         lse = torch.logaddexp(lse_s, torch.logsumexp(true, 1, keepdim=True))  # (N, 1)
         loss = lse.squeeze(1) - (y * true).sum(1)
         if not need_grad:
