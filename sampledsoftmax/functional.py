@@ -247,6 +247,12 @@ def release_workspace() -> None:
 _TILE_BYTES = 2 * 2**20  # one tile of logits stays in cache between its exp and its gradient products
 
 
+def _tile_width(rows: int, cols: Optional[int] = None) -> int:
+    """Columns of a cache-sized tile (about `_TILE_BYTES` of fp32) for blocks of `rows` rows; at most `cols`."""
+    width = max(256, _TILE_BYTES // (4 * max(rows, 1)))
+    return width if cols is None else min(cols, width)
+
+
 def _softmax_rows_(z: Tensor) -> Tensor:
     """z (r, w) becomes softmax(z) row by row, in place (one fused CPU kernel; see `_softmax_in_place_ok`); returns
     the rows' log-sum-exp, max z − log max p: exact to rounding, since max p >= 1/w."""
@@ -293,7 +299,7 @@ def _tile_sweep(h, weight, bias, cdt, flat, lse_known=None, want_sum=False):
     """
     r, v = h.shape[0], weight.shape[0]
     acc = flat.dtype
-    width = max(256, _TILE_BYTES // (4 * max(r, 1)))
+    width = _tile_width(r)
     tiles, held, parts = [], [], []
     z_sum = torch.zeros(r, dtype=acc, device=h.device) if want_sum else None
     for c0 in range(0, v, width):
@@ -623,7 +629,7 @@ def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compu
     dh = torch.zeros(n, hidden.shape[1], dtype=acc, device=hidden.device) if want_grad and need[0] else None
     dw = torch.zeros(v, weight.shape[1], dtype=acc, device=weight.device) if want_grad and need[1] else None
     db = torch.zeros(v, dtype=acc, device=weight.device) if want_grad and need[2] and bias is not None else None
-    width = min(cols, max(256, _TILE_BYTES // (4 * min(rows, max(n, 1)))))
+    width = _tile_width(min(rows, n), cols)
     flat = _WORKSPACE.take((min(rows, max(n, 1)) * width,), acc, hidden.device)
     for r0 in range(0, n, rows):
         h = hidden[r0 : r0 + rows]  # (r, d)
@@ -654,11 +660,12 @@ def _ova_pass(hidden, weight, bias, target, budget_bytes, row_scale, need, compu
             y = valid.to(acc) * scale  # (r, T) the scaled one-hot entries
             if dh_r is not None:
                 dh_r -= (y.unsqueeze(2) * w_t.to(acc)).sum(1)
-            ids = tv[valid]  # (K,)
+            ids, y_k = tv[valid], y[valid]  # (K,) the valid labels' classes and scaled one-hot entries
             if dw is not None:
-                dw.index_add_(0, ids, -(y[valid].unsqueeze(1) * h.to(acc).unsqueeze(1).expand(*t.shape, -1)[valid]).to(dw.dtype))
+                row_of = valid.nonzero()[:, 0]  # (K,) each valid label's row
+                dw.index_add_(0, ids, (h.to(acc).index_select(0, row_of) * y_k.unsqueeze(1)).to(dw.dtype), alpha=-1)
             if db is not None:
-                db.index_add_(0, ids, -y[valid].to(db.dtype))
+                db.index_add_(0, ids, y_k.to(db.dtype), alpha=-1)
     _WORKSPACE.give(flat)
     return loss, ((dh, dw, db) if want_grad else None)
 
@@ -778,7 +785,7 @@ def _logit_blocks(hidden: Tensor, weight: Tensor, bias: Optional[Tensor], memory
     n, v = hidden.shape[0], weight.shape[0]
     cdt = _matmul_dtype(hidden, weight)
     rows, cols = _blocks(n, v, _rows_budget(memory_budget_mb))
-    width = min(cols, max(256, _TILE_BYTES // (4 * max(1, min(rows, n))))) if tiles else cols
+    width = _tile_width(min(rows, n), cols) if tiles else cols
     flat = _WORKSPACE.take((max(1, min(rows, n)) * width,), _acc_dtype(cdt), hidden.device)
 
     def columns(h):

@@ -123,8 +123,8 @@ class OutputLayerLoss(nn.Module):
         if logit_softcap is not None and not (isinstance(logit_softcap, (int, float)) and logit_softcap > 0):
             raise InputError(f"logit_softcap must be a positive number or None, got {logit_softcap!r}")
         if logit_softcap is not None and not self.supports_softcap:
-            raise InputError(f"{type(self).__name__} does not support logit_softcap; the exact softmax and the "
-                             f"sampled losses do")
+            raise InputError(f"{type(self).__name__} does not support logit_softcap; FullSoftmaxLoss and the "
+                             f"(single-process) sampled losses do")
         self.logit_softcap = None if logit_softcap is None else float(logit_softcap)
         if weight is None:
             weight = nn.Parameter(torch.empty(num_classes, dim).uniform_(-1 / math.sqrt(dim), 1 / math.sqrt(dim)))
@@ -457,12 +457,18 @@ class SampledLossBase(OutputLayerLoss):
     def _sampled(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample], tail):
         """The corrected logits (tail None), or the loss per row (N,) computed by `tail` from them."""
         sample = self._resolve_sample(t, sample, self._compute_dtype(h))
+        weight, bias, t, sample, sparse = self._candidates(h, t, sample)
         fn = sampled_logits if tail is None else functools.partial(sampled_loss, tail=tail)
         return fn(
-            h, self.weight, self.bias, t, sample,
-            subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=self.sparse,
+            h, weight, bias, t, sample,
+            subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=sparse,
             softcap=self.logit_softcap,
         )
+
+    def _candidates(self, h: Tensor, t: Tensor, sample: CandidateSample):
+        """The table the true and sampled rows are gathered from, the targets and the sample in its row ids, and
+        whether its gradients are sparse: this loss's own table here (a sharded loss gathers them from all ranks)."""
+        return self.weight, self.bias, t, sample, self.sparse
 
     @fp32_under_autocast
     def _per_row(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample]) -> Tensor:

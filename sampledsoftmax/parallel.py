@@ -67,7 +67,6 @@ group as usual). With a group of size 1 every loss equals its single-process cou
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Optional
 
@@ -91,8 +90,6 @@ from .functional import (
     chunked_topk,
     gather_rows,
     once_differentiable,
-    sampled_logits,
-    sampled_loss,
 )
 from .losses import (
     FullSoftmaxLoss,
@@ -409,6 +406,7 @@ class VocabParallel:
     """
 
     _default_bias = True
+    supports_softcap = False  # the sharded exact pass, evaluation and top-k have no soft-capping
 
     def __init__(self, num_classes: int, dim: int, *, process_group=None, weight: Optional[Tensor] = None,
                  bias=_UNSET, seed: Optional[int] = None, **kwargs):
@@ -685,16 +683,13 @@ class _SampledVocabParallel(VocabParallel):
             self.generator = torch.Generator(device=target.device).manual_seed(self.seed)
         return super().sample(target, dtype)
 
-    def _sampled(self, h: Tensor, t: Tensor, sample: Optional[CandidateSample], tail):
-        sample = self._resolve_sample(t, sample, self._compute_dtype(h))
+    def _candidates(self, h: Tensor, t: Tensor, sample: CandidateSample):
+        """The rows of the batch's true and sampled ids gathered from every rank (their gradients flow back to
+        each owner's shard through `_AllReduceSum`, sparse there if `sparse`): a dense table of U rows."""
         if self.validate:
             self._check_replicated(h, t, sample.ids)
         table_w, table_b, t_c, sample_c = self._gather_candidates(t, sample)
-        fn = sampled_logits if tail is None else functools.partial(sampled_loss, tail=tail)
-        return fn(
-            h, table_w, table_b, t_c, sample_c,
-            subtract_log_q=self.subtract_log_q, remove_accidental_hits=self.remove_accidental_hits, sparse=False,
-        )
+        return table_w, table_b, t_c, sample_c, False
 
     def _gather_candidates(self, t: Tensor, sample: CandidateSample):
         """The rows of the U distinct true and sampled ids, from their owners, and the ids renumbered into them.

@@ -595,6 +595,13 @@ def error_ranks_disagree_on_target_or_hidden(ctx):
 
 
 @scenario
+def error_softcap_refused(ctx):
+    # the sharded passes (exact loss, evaluation, top-k) have no soft-capping: refused, not silently ignored
+    for name in VOCAB_PARALLEL_LOSSES:
+        _raises(lambda: build_vocab_parallel_loss(name, V, D, logit_softcap=30.0), "logit_softcap")
+
+
+@scenario
 def error_generators_disagree(ctx):
     h, w, b, t, _ = _data(23)
     par = VocabParallelSampledSoftmaxLoss.from_full(
