@@ -9,7 +9,10 @@ in this process:
 
 prints the median milliseconds of each phase over the timed steps (zero_grad, drawing the sample, forward, backward,
 optimizer step), the bench's matmul bound measured right after, and torch.profiler's operators by self time per
-step (profiled steps apart from the timed ones: the profiler slows a step down). Measure on a quiet machine.
+step (profiled steps apart from the timed ones: the profiler slows a step down). For a sampled loss it also prints
+the step's floor: the bound plus what no implementation of that step avoids, each timed alone (drawing the sample,
+reading the N + S rows, writing the rows the optimizer updates, one pass over the (N, S) block). Measure on a quiet
+machine.
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def main(argv=None) -> int:
     table = weight if not sampled else weight.index_select(0, torch.randint(0, args.V, (cfg.num_sampled,), generator=gen))
     bound = statistics.median(_timed(_bound_products(hidden.detach(), table, gen), 2, 5, lambda: None))
     print(f"  {'bound':10s} {bound:8.3f} ms   (ratio {total / bound:.2f})")
+    if sampled:
+        _floor(loss_fn, target, bound, times["sample"], args.V, cfg, gen)
 
     with torch.profiler.profile() as prof:
         for _ in range(5):
@@ -92,6 +97,36 @@ def main(argv=None) -> int:
     for e in rows:
         print(f"  {e.self_cpu_time_total / 5 / 1e3:8.3f}  {e.count // 5:4d}x  {e.key}")
     return 0
+
+
+def _floor(loss_fn, target, bound: float, sample_ms: list[float], v: int, cfg, gen) -> None:
+    """What a sampled step must do besides the three products, each timed alone with fresh ids per call as in a
+    step (the rows are scattered over the table, not in cache): draw the sample (the phase above), read the N + S
+    rows, write the U distinct rows the optimizer updates, one elementwise pass over the (N, S) block."""
+    weight = loss_fn.weight.detach().clone()  # (V, d) updated in place below: not the loss's own table
+    reps = 7
+    ids = [torch.cat([target, torch.randint(0, v, (cfg.num_sampled,), generator=gen)]) for _ in range(reps + 2)]
+    uniq = [torch.unique(i) for i in ids]
+    vals = [torch.randn(u.shape[0], cfg.dim, generator=gen) for u in uniq]
+    block = torch.randn(cfg.n, cfg.num_sampled, generator=gen)
+    it = iter(range(10**9))
+
+    def gather():
+        return weight.index_select(0, ids[next(it) % len(ids)])
+
+    def update():
+        k = next(it) % len(ids)
+        weight.index_add_(0, uniq[k], vals[k], alpha=-cfg.lr)
+
+    def one_pass():
+        torch.ops.aten._softmax.out(block, 1, False, out=block)
+
+    parts = {"sample": statistics.median(sample_ms)}
+    for name, fn in (("gather", gather), ("update", update), ("pass", one_pass)):
+        parts[name] = statistics.median(_timed(fn, 2, reps, lambda: None))
+    floor = bound + sum(parts.values())
+    print("  floor      " + f"{floor:8.3f} ms   (ratio {floor / bound:.2f}: the bound + "
+          + ", ".join(f"{k} {x:.3f}" for k, x in parts.items()) + ")")
 
 
 if __name__ == "__main__":

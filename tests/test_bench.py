@@ -6,6 +6,8 @@ import dataclasses
 import json
 import math
 
+import re
+
 import pytest
 
 from sampledsoftmax import LOSSES
@@ -173,3 +175,10 @@ def test_step_parts_script_prints_phases_bound_and_operators(capsys):
     assert abs(sum(v for k, v in phases.items() if k != "step") - phases["step"]) < 1e-2
     assert "ratio" in out and "operators by self time" in out
     assert "aten::mm" in out or "aten::addmm" in out
+    # the floor: the bound plus each part outside the products, the sample's the phase above
+    bound = float(next(line for line in out.splitlines() if line.split()[:1] == ["bound"]).split()[1])
+    floor_line = next(line for line in out.splitlines() if line.split()[:1] == ["floor"])
+    parts = dict(re.findall(r"(sample|gather|update|pass) ([0-9.]+)", floor_line))
+    assert set(parts) == {"sample", "gather", "update", "pass"}
+    assert float(parts["sample"]) == pytest.approx(phases["sample"], abs=1e-3)
+    assert float(floor_line.split()[1]) == pytest.approx(bound + sum(map(float, parts.values())), abs=5e-3)
