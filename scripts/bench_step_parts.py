@@ -18,6 +18,7 @@ machine.
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -109,7 +110,7 @@ def _floor(loss_fn, target, bound: float, sample_ms: list[float], v: int, cfg, g
     uniq = [torch.unique(i) for i in ids]
     vals = [torch.randn(u.shape[0], cfg.dim, generator=gen) for u in uniq]
     block = torch.randn(cfg.n, cfg.num_sampled, generator=gen)
-    it = iter(range(10**9))
+    it = itertools.count()  # a fresh set of ids on every call
 
     def gather():
         return weight.index_select(0, ids[next(it) % len(ids)])
